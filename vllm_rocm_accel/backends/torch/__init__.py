@@ -1,0 +1,1 @@
+"""Reference backends in plain torch: run on any device, including the CPU."""

@@ -1,0 +1,73 @@
+"""``rocm_accel_ops``: the one entry point, shaped like vLLM's ``rocm_aiter_ops``.
+
+Every method calls a registered ``torch.ops.rocm_accel.*`` op, so the calls are
+traceable by ``torch.compile`` with no graph break. ``backend`` is ``None``
+(``auto``, or the ``VLLM_ROCM_ACCEL_BACKEND`` override) or one of
+``aiter``/``triton``/``torch``; an explicit backend that cannot serve the call
+raises ``ValueError`` saying why.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import platform, settings
+from .ops import register_all
+from .ops.stats import call_counts, reset as reset_call_counts
+
+_OPS = register_all()
+_rms_norm = _OPS["rms_norm"]
+_fused_add_rms_norm = _OPS["fused_add_rms_norm"]
+_fused_add_rms_norm_ = _OPS["fused_add_rms_norm_"]
+
+
+class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
+    """Facade over the ``rocm_accel`` ops and the AITER feature switches."""
+
+    # -- registration and switches -------------------------------------------
+    @staticmethod
+    def register_ops_once() -> dict[str, torch._ops.OpOverload]:
+        return register_all()
+
+    @staticmethod
+    def is_enabled() -> bool:
+        """AITER can run here (ROCm gfx9 + AMD aiter) and ``VLLM_ROCM_USE_AITER`` is on."""
+        return platform.aiter_supported() and settings.get_settings().VLLM_ROCM_USE_AITER
+
+    @staticmethod
+    def is_feature_enabled(feature: str) -> bool:
+        return platform.aiter_supported() and settings.get_settings().feature_enabled(feature)
+
+    @staticmethod
+    def is_rmsnorm_enabled() -> bool:
+        return rocm_accel_ops.is_feature_enabled("rmsnorm")
+
+    # -- norm family --------------------------------------------------------
+    @staticmethod
+    def rms_norm(
+        x: torch.Tensor, weight: Optional[torch.Tensor], epsilon: float, backend: Optional[str] = None
+    ) -> torch.Tensor:
+        return _rms_norm(x, weight, epsilon, backend or "auto")
+
+    @staticmethod
+    def fused_add_rms_norm(
+        x: torch.Tensor,
+        residual: torch.Tensor,
+        weight: Optional[torch.Tensor],
+        epsilon: float,
+        *,
+        inplace: bool = True,
+        backend: Optional[str] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rms_norm(x + residual), x + residual)``. In place by default, as vLLM's:
+        ``residual`` gets the sum and ``x`` the normalized rows; both are returned."""
+        if inplace:
+            _fused_add_rms_norm_(x, residual, weight, epsilon, backend or "auto")
+            return x, residual
+        return _fused_add_rms_norm(x, residual, weight, epsilon, backend or "auto")
+
+    # -- introspection --------------------------------------------------------
+    call_counts = staticmethod(call_counts)
+    reset_call_counts = staticmethod(reset_call_counts)
