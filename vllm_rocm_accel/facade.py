@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from . import platform, settings
+from .checks.norm import check_rms_norm_args
 from .ops import register_all
 from .ops.stats import call_counts, reset as reset_call_counts
 
@@ -21,6 +22,19 @@ _OPS = register_all()
 _rms_norm = _OPS["rms_norm"]
 _fused_add_rms_norm = _OPS["fused_add_rms_norm"]
 _fused_add_rms_norm_ = _OPS["fused_add_rms_norm_"]
+_Tensor = torch.Tensor
+
+
+def _python_types_ok(x, weight, epsilon, residual=None) -> bool:
+    """The dispatcher rejects wrong Python types with a RuntimeError before our
+    checks run; this cheap test lets the facade raise the clear TypeError instead."""
+    return (
+        isinstance(x, _Tensor)
+        and (weight is None or isinstance(weight, _Tensor))
+        and (residual is None or isinstance(residual, _Tensor))
+        and isinstance(epsilon, (float, int))
+        and not isinstance(epsilon, bool)
+    )
 
 
 class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
@@ -49,6 +63,8 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
     def rms_norm(
         x: torch.Tensor, weight: Optional[torch.Tensor], epsilon: float, backend: Optional[str] = None
     ) -> torch.Tensor:
+        if not _python_types_ok(x, weight, epsilon):
+            check_rms_norm_args(x, weight, epsilon)
         return _rms_norm(x, weight, epsilon, backend or "auto")
 
     @staticmethod
@@ -63,6 +79,8 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rms_norm(x + residual), x + residual)``. In place by default, as vLLM's:
         ``residual`` gets the sum and ``x`` the normalized rows; both are returned."""
+        if not _python_types_ok(x, weight, epsilon, residual):
+            check_rms_norm_args(x, weight, epsilon, residual)
         if inplace:
             _fused_add_rms_norm_(x, residual, weight, epsilon, backend or "auto")
             return x, residual

@@ -147,10 +147,12 @@ def triton_unavailable_reason(device: torch.device) -> Optional[str]:
     return f"device {device.type} has no Triton target (set TRITON_INTERPRET=1 to interpret on CPU)"
 
 
+_CACHED = (platform_kind, device_arch, aiter_install)  # the originals, even if a test patches the names
+
+
 def clear_caches() -> None:
-    platform_kind.cache_clear()
-    device_arch.cache_clear()
-    aiter_install.cache_clear()
+    for fn in _CACHED:
+        fn.cache_clear()
 
 
 settings.on_refresh(clear_caches)

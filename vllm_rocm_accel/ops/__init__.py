@@ -14,3 +14,10 @@ def register_all() -> dict[str, torch._ops.OpOverload]:
 
         _ops.update(norm.register())
     return _ops
+
+
+def dispatchers() -> dict:
+    """op name -> (OpDispatch, example_args(op, rows, hidden, dtype, device)), for doctor."""
+    from . import norm
+
+    return {name: (d, norm.example_args) for name, d in norm.DISPATCHERS.items()}

@@ -112,6 +112,18 @@ def fused_add_rms_norm_inplace_impl(
     impl.run(x, residual, weight, epsilon, True)
 
 
+def example_args(op: str, rows: int, hidden: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    """Arguments of a typical call, for doctor's "what would auto pick" table."""
+    x = torch.empty(rows, hidden, dtype=dtype, device=device)
+    weight = torch.empty(hidden, dtype=dtype, device=device)
+    if op == "rms_norm":
+        return (x, weight, 1e-6)
+    return (x, torch.empty_like(x), weight, 1e-6)
+
+
+DISPATCHERS = {"rms_norm": RMS_NORM, "fused_add_rms_norm": FUSED_ADD_RMS_NORM}
+
+
 def register() -> dict[str, torch._ops.OpOverload]:
     return {
         "rms_norm": register_op("rms_norm", rms_norm_impl, fake.rms_norm),

@@ -1,0 +1,111 @@
+"""Backend choice: explicit backends explain refusals, auto never raises, overrides and policy data apply."""
+
+import json
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+from vllm_rocm_accel import platform, policy, rocm_accel_ops
+from vllm_rocm_accel.ops import norm
+
+
+def _xw(rows=4, hidden=16, dtype=torch.float32):
+    return torch.randn(rows, hidden, dtype=dtype), torch.randn(hidden, dtype=dtype)
+
+
+def _cuda_like(*shape, dtype=torch.bfloat16):
+    """A tensor that says it lives on cuda:0, with no GPU: for predicate tests only."""
+    return FakeTensor(FakeTensorMode(), torch.empty(*shape, dtype=dtype, device="meta"), torch.device("cuda", 0))
+
+
+def test_auto_on_cpu_is_torch_and_counts(seed):
+    rocm_accel_ops.reset_call_counts()
+    x, w = _xw()
+    rocm_accel_ops.rms_norm(x, w, 1e-5)
+    assert rocm_accel_ops.call_counts() == {("rms_norm", "torch"): 1}
+
+
+def test_explicit_backend_that_cannot_serve_says_why(seed, monkeypatch):
+    x, w = _xw()
+    with pytest.raises(ValueError, match=r"backend 'aiter' cannot serve this call: tensor on cpu"):
+        rocm_accel_ops.rms_norm(x, w, 1e-5, backend="aiter")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the triton predicate reads it at call time
+    norm.RMS_NORM._supported.clear()
+    try:
+        with pytest.raises(ValueError, match="no Triton target"):
+            rocm_accel_ops.rms_norm(x, w, 1e-5, backend="triton")
+    finally:
+        monkeypatch.undo()
+        norm.RMS_NORM._supported.clear()
+    with pytest.raises(ValueError, match="backend='cuda' is not one of auto, aiter, triton, torch"):
+        rocm_accel_ops.rms_norm(x, w, 1e-5, backend="cuda")
+
+
+def test_explicit_triton_refuses_unit_stride_violation(seed):
+    x = torch.randn(8, 32)[:, ::2]  # last-dim stride 2
+    w = torch.randn(16)
+    with pytest.raises(ValueError, match="backend 'triton' cannot serve"):
+        rocm_accel_ops.rms_norm(x, w, 1e-5, backend="triton")
+    out = rocm_accel_ops.rms_norm(x, w, 1e-5)  # auto falls back instead of raising
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_env_override_forces_backend(seed, fresh_settings):
+    rocm_accel_ops.reset_call_counts()
+    fresh_settings(VLLM_ROCM_ACCEL_BACKEND="rms_norm=triton")
+    x, w = _xw()
+    r = torch.randn_like(x)
+    rocm_accel_ops.rms_norm(x, w, 1e-5)
+    rocm_accel_ops.fused_add_rms_norm(x, r, w, 1e-5)
+    assert rocm_accel_ops.call_counts() == {("rms_norm", "triton"): 1, ("fused_add_rms_norm", "torch"): 1}
+    fresh_settings(VLLM_ROCM_ACCEL_BACKEND="aiter")
+    with pytest.raises(ValueError, match="backend 'aiter' cannot serve"):
+        rocm_accel_ops.rms_norm(x, w, 1e-5)
+
+
+def test_policy_file_override(seed, fresh_settings, tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"ops": {"rms_norm": [{"backend": "triton", "max_rows": 4}, {"backend": "torch"}]}}))
+    fresh_settings(VLLM_ROCM_ACCEL_POLICY_FILE=str(path))
+    rocm_accel_ops.reset_call_counts()
+    x, w = _xw(rows=4)
+    rocm_accel_ops.rms_norm(x, w, 1e-5)
+    x, w = _xw(rows=5)
+    rocm_accel_ops.rms_norm(x, w, 1e-5)
+    assert rocm_accel_ops.call_counts() == {("rms_norm", "triton"): 1, ("rms_norm", "torch"): 1}
+
+
+@pytest.fixture
+def simulated_mi300(monkeypatch, fresh_settings):
+    """ROCm gfx942 with AMD's aiter installed, as far as our predicates can tell."""
+    install = platform.AiterInstall(True, True, "/opt/aiter", "amd-aiter", "0.1.7", "AMD aiter (simulated)")
+    monkeypatch.setattr(platform, "platform_kind", lambda: "rocm")
+    monkeypatch.setattr(platform, "device_arch", lambda index=0: "gfx942")
+    monkeypatch.setattr(platform, "aiter_install", lambda: install)
+    monkeypatch.setattr(platform, "triton_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(platform, "device_index", lambda device: 0)
+    return fresh_settings
+
+
+def test_auto_on_simulated_mi300_follows_flags_and_dtype(simulated_mi300):
+    x, w = _cuda_like(64, 4096), _cuda_like(4096)
+    simulated_mi300(VLLM_ROCM_USE_AITER="1")
+    assert policy.family_of(x.device) == "rocm_gfx9"
+    assert norm.RMS_NORM.auto((x, w, 1e-6)).name == "aiter"
+    xf, wf = _cuda_like(64, 4096, dtype=torch.float32), _cuda_like(4096, dtype=torch.float32)
+    assert norm.RMS_NORM.auto((xf, wf, 1e-6)).name == "triton"  # aiter rmsnorm is 16-bit only
+    simulated_mi300(VLLM_ROCM_USE_AITER="1", VLLM_ROCM_USE_AITER_RMSNORM="0")
+    assert norm.RMS_NORM.auto((x, w, 1e-6)).name == "triton"
+    why = dict(norm.RMS_NORM.explain((x, w, 1e-6)))
+    assert "VLLM_ROCM_USE_AITER_RMSNORM=0" in why["aiter"]
+    simulated_mi300(VLLM_ROCM_USE_AITER="0")
+    assert norm.RMS_NORM.auto((x, w, 1e-6)).name == "triton"
+    assert "VLLM_ROCM_USE_AITER=0" in dict(norm.RMS_NORM.explain((x, w, 1e-6)))["aiter"]
+
+
+def test_auto_never_raises_on_odd_calls(seed):
+    for x in (torch.randn(3, 7)[:, ::2], torch.randn(2, 3, 5).transpose(0, 1), torch.randn(0, 9)):
+        w = torch.randn(x.shape[-1])
+        out = rocm_accel_ops.rms_norm(x, w, 1e-5)
+        assert out.shape == x.shape

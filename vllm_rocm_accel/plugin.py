@@ -1,0 +1,40 @@
+"""The ``vllm.general_plugins`` entry point: ``vllm_rocm_accel.plugin:register``.
+
+vLLM calls it in every process it starts (engine core, workers). It is
+idempotent and thread-safe: ops registered once, IR providers and layer
+routing installed once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from . import settings
+
+logger = logging.getLogger("vllm_rocm_accel")
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def register() -> None:
+    with _lock:
+        if _state:
+            return
+        cfg = settings.get_settings()  # a bad environment fails here, at startup
+        from .ops import register_all
+        from .vllm_plugin import ir_providers, layers
+
+        ops = register_all()
+        ir_ops = ir_providers.register()
+        routed = layers.register() if cfg.VLLM_ROCM_ACCEL_ROUTE_VLLM_LAYERS else []
+        _state.update(ops=sorted(ops), ir_ops=ir_ops, routed=routed)
+        logger.info(
+            "vllm-rocm-accel: %d ops registered; IR provider 'rocm_accel' for %s; routed layers: %s",
+            len(ops), ir_ops or "(already)", routed or "none (VLLM_ROCM_ACCEL_ROUTE_VLLM_LAYERS=0)",
+        )
+
+
+def state() -> dict[str, object]:
+    """What :func:`register` did in this process (empty before it ran)."""
+    return dict(_state)

@@ -1,0 +1,8 @@
+"""vLLM integration through its public extension points only.
+
+* ``ir_providers``: our ops as a ``rocm_accel`` provider of vLLM IR ops
+  (``vllm.ir.ops.rms_norm.register_impl``), selectable with
+  ``--kernel-config '{"ir_op_priority": {"rms_norm": ["rocm_accel"]}}'``.
+* ``layers``: ``CustomOp.register_oot`` replacements of vLLM layers that call
+  our facade (the default routing; ``VLLM_ROCM_ACCEL_ROUTE_VLLM_LAYERS=0`` turns it off).
+"""
