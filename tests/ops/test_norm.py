@@ -5,6 +5,7 @@ import torch
 
 from helpers import assert_close_verbose
 from vllm_rocm_accel import rocm_accel_ops
+from vllm_rocm_accel.inputs import norm_inputs
 
 BACKENDS = ["torch", "triton"]  # triton through TRITON_INTERPRET on the CPU
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -29,11 +30,7 @@ def ref_fused_add(x, residual, weight, eps):
 
 
 def _inputs(shape, dtype, weight_dtype="same", scale=1.0):
-    x = torch.randn(shape, dtype=torch.float32).mul(scale).to(dtype)
-    r = torch.randn(shape, dtype=torch.float32).to(dtype)
-    wd = dtype if weight_dtype == "same" else weight_dtype
-    w = None if wd is None else (torch.rand(shape[-1]) + 0.5).to(wd)
-    return x, r, w
+    return norm_inputs(shape, dtype, weight_dtype=weight_dtype, scale=scale)
 
 
 SHAPES = [(1, 123), (7, 4096), (2, 3, 5120), (3, 8192), (5, 5121)]
