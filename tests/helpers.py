@@ -1,0 +1,64 @@
+"""Small shared test helpers."""
+
+from __future__ import annotations
+
+import torch
+
+
+def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, msg: str = "") -> None:
+    """``|actual - expected| <= atol + rtol * |expected|`` elementwise (compared in float64).
+
+    On mismatch, reports the number of bad elements, the max abs error, its
+    index, the actual/expected values there, and NaN/inf counts of both sides.
+    """
+    assert actual.shape == expected.shape, f"{msg} shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    a = actual.detach().to("cpu", torch.float64)
+    e = expected.detach().to("cpu", torch.float64)
+    err = (a - e).abs()
+    finite = torch.isfinite(a) & torch.isfinite(e)
+    bad = finite & (err > atol + rtol * e.abs())
+    # inf == inf of the same sign is a match; any other non-finite pairing is not.
+    nonfinite_bad = ~finite & ~((a == e) | (torch.isnan(a) & torch.isnan(e)))
+    if not bool(bad.any()) and not bool(nonfinite_bad.any()):
+        return
+    err_f = torch.where(finite, err, torch.zeros_like(err))
+    if a.numel():
+        flat = int(err_f.argmax())
+        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape)) if a.dim() else ()
+        where = f"max abs err {err_f.reshape(-1)[flat].item():.6g} at {idx}: actual {a[idx].item()!r}, expected {e[idx].item()!r}"
+    else:
+        where = "empty tensors"
+    raise AssertionError(
+        f"{msg} mismatch (atol={atol}, rtol={rtol}): {int(bad.sum())} of {a.numel()} finite elements out of tolerance, "
+        f"{int(nonfinite_bad.sum())} non-finite mismatches; {where}; "
+        f"actual nan={int(torch.isnan(a).sum())} inf={int(torch.isinf(a).sum())}, "
+        f"expected nan={int(torch.isnan(e).sum())} inf={int(torch.isinf(e).sum())}"
+    )
+
+
+def round_bf16_like_gpu_in_interpreter(monkeypatch) -> None:
+    """Make the Triton interpreter's fp32 -> bf16 casts round to nearest even, as compiled kernels do.
+
+    Triton's interpreter (seen in 3.9) converts fp32 to bf16 by truncating the
+    mantissa (``_convert_float`` with no rounding mode), while compiled kernels
+    round to nearest even (``cvt.rn.bf16.f32`` on NVIDIA; likewise on AMD). Without
+    this, bit-exact checks of bf16 kernel outputs under TRITON_INTERPRET=1 test
+    the interpreter rather than the kernel. Use from a fixture (undone with
+    ``monkeypatch``); a no-op if the interpreter's internals differ.
+    """
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    original = getattr(interpreter, "_convert_float", None)
+    if original is None or getattr(original, "_rounds_bf16_rtne", False):
+        return
+
+    def convert(data, input_dtype, output_dtype, rounding_mode):
+        if input_dtype == tl.float32 and output_dtype == tl.bfloat16:
+            f32 = torch.from_numpy(np.array(data, dtype=np.float32, copy=True))
+            return f32.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16).reshape(np.shape(data))
+        return original(data, input_dtype, output_dtype, rounding_mode)
+
+    convert._rounds_bf16_rtne = True
+    monkeypatch.setattr(interpreter, "_convert_float", convert)

@@ -1,0 +1,205 @@
+"""Triton RMSNorm launchers: grids and launch parameters for ``kernels/triton/norm.py``.
+
+The launchers write into the outputs they are given; the op layer allocates,
+validates, and asks :func:`supports_args` / :func:`supports_args_add` first.
+
+Rows are addressed as ``base + row * row_stride + col``: any tensor whose last
+dim has stride 1 and whose leading dims collapse to a single row stride (e.g.
+``big[:, :H]``, or an N-D view of such rows) is used in place, without a copy.
+
+Launch parameters are data (``configs/norm.json``), keyed by device family;
+the per-(device type, H, dtype) choice is cached so a call does only integer
+work on the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Optional
+
+import torch
+import triton
+
+from ...kernels.triton import norm as _k
+
+_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "norm.json")
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# --- launch parameters ------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _config() -> dict:
+    with open(_CONFIG_PATH) as f:
+        return json.load(f)
+
+
+@functools.lru_cache(maxsize=None)
+def _family(device_type: str) -> str:
+    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
+        return "interpret"
+    if device_type == "cuda":
+        return "rocm" if torch.version.hip else "cuda"
+    return device_type
+
+
+@functools.lru_cache(maxsize=None)
+def _launch_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[bool, int, int, int]:
+    """(looped, BLOCK_N, rows_per_program, num_warps) for rows of ``n_cols`` elements."""
+    cfg = _config()
+    family = _family(device_type)
+    fam = cfg.get(family) or cfg.get("interpret" if family == "cpu" else "cuda") or cfg["cuda"]
+    if n_cols > fam["single_pass_max_cols"]:
+        return True, int(fam["looped_block"]), 1, int(fam["looped_num_warps"])
+    tables = fam["tables"]
+    table = tables.get(str(dtype).removeprefix("torch."), tables["default"])
+    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
+    rows = int(entry["rows_per_program"])
+    if rows < 1 or rows & (rows - 1):
+        raise ValueError(f"norm.json: rows_per_program must be a power of two, got {rows}")
+    return False, triton.next_power_of_2(n_cols), rows, int(entry["num_warps"])
+
+
+def clear_caches() -> None:
+    """Forget the loaded config and every cached launch choice (for tests and retuning)."""
+    _config.cache_clear()
+    _family.cache_clear()
+    _launch_params.cache_clear()
+
+
+# --- row geometry -----------------------------------------------------------
+def _row_stride(t: torch.Tensor) -> Optional[int]:
+    """Stride between consecutive rows of ``t`` seen as (numel // H, H), or None if that needs a copy.
+
+    Needs the last dim contiguous (stride 1, irrelevant when H == 1) and the
+    leading dims to collapse into one uniformly strided row dim.
+    """
+    shape = t.shape
+    stride = t.stride()
+    nd = len(shape)
+    if nd == 0 or (stride[-1] != 1 and shape[-1] != 1):
+        return None
+    if nd == 2:
+        return stride[0]
+    row_stride = None
+    span = 0
+    for i in range(nd - 2, -1, -1):  # innermost leading dim first
+        size = shape[i]
+        if size == 1:
+            continue
+        if row_stride is None:
+            row_stride = stride[i]
+        elif stride[i] != span:
+            return None
+        span = stride[i] * size
+    return shape[-1] if row_stride is None else row_stride  # no leading dim > 1: a single row
+
+
+def _rows_view(t: torch.Tensor) -> Optional[tuple[torch.Tensor, int]]:
+    """(``t`` as a 2-D (rows, H) view without a copy, its row stride), or None when impossible."""
+    rs = _row_stride(t)
+    if rs is None:
+        return None
+    h = t.shape[-1]
+    rows = t.numel() // h if h else 0
+    return t.as_strided((rows, h), (rs, 1)), rs
+
+
+def _reason(name: str, t: torch.Tensor) -> Optional[str]:
+    if t.dtype not in _DTYPES:
+        return f"{name} dtype {t.dtype} is not float32/float16/bfloat16"
+    if t.numel() and _row_stride(t) is None:
+        return f"{name} (shape {tuple(t.shape)}, stride {t.stride()}) cannot be viewed as rows with last-dim stride 1 without a copy"
+    return None
+
+
+def _weight_reason(weight: Optional[torch.Tensor]) -> Optional[str]:
+    if weight is None:
+        return None
+    if weight.dtype not in _DTYPES:
+        return f"weight dtype {weight.dtype} is not float32/float16/bfloat16"
+    if weight.dim() != 1 or (weight.stride(0) != 1 and weight.shape[0] > 1):
+        return f"weight must be a contiguous 1-D tensor (shape {tuple(weight.shape)}, stride {weight.stride()})"
+    return None
+
+
+def supports_args(x, weight, eps) -> Optional[str]:
+    """None when the Triton launchers can serve this call as given, else a short reason."""
+    return _reason("x", x) or _weight_reason(weight)
+
+
+def supports_args_add(x, residual, weight, eps) -> Optional[str]:
+    return _reason("x", x) or _reason("residual", residual) or _weight_reason(weight)
+
+
+# --- launchers --------------------------------------------------------------
+def _strides_error(*tensors: torch.Tensor) -> ValueError:
+    return ValueError(
+        "triton rms_norm: tensors must be row-strided with last-dim stride 1 (check supports_args first); got strides "
+        + ", ".join(str(t.stride()) for t in tensors)
+    )
+
+
+def rms_norm(out: torch.Tensor, x: torch.Tensor, weight: Optional[torch.Tensor], eps: float) -> None:
+    """``out <- rms_norm(x) * weight``; ``out`` may alias ``x``."""
+    n_cols = x.shape[-1]
+    numel = x.numel()
+    if numel == 0:
+        return
+    n_rows = numel // n_cols
+    xs = _row_stride(x)
+    os_ = _row_stride(out)
+    if xs is None or os_ is None:
+        raise _strides_error(x, out)
+    looped, block, rows_pp, warps = _launch_params(x.device.type, n_cols, x.dtype)
+    has_w = weight is not None
+    w = weight if has_w else x
+    if looped:
+        _k.rms_norm_looped_kernel[(n_rows,)](
+            x, xs, x, 0, out, os_, out, 0, w, n_cols, eps,
+            HAS_RESIDUAL=False, HAS_WEIGHT=has_w, BLOCK_N=block, num_warps=warps,
+        )
+    else:
+        _k.rms_norm_rows_kernel[((n_rows + rows_pp - 1) // rows_pp,)](
+            x, xs, x, 0, out, os_, out, 0, w, n_rows, n_cols, eps,
+            HAS_RESIDUAL=False, HAS_WEIGHT=has_w, ROWS=rows_pp, BLOCK_N=block, num_warps=warps,
+        )
+
+
+def fused_add_rms_norm(
+    out: torch.Tensor,
+    residual_out: torch.Tensor,
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    eps: float,
+) -> None:
+    """``residual_out <- x + residual``; ``out <- rms_norm(x + residual) * weight``.
+
+    In-place use aliases ``out`` with ``x`` and ``residual_out`` with ``residual``.
+    """
+    n_cols = x.shape[-1]
+    numel = x.numel()
+    if numel == 0:
+        return
+    n_rows = numel // n_cols
+    xs = _row_stride(x)
+    rs = _row_stride(residual)
+    os_ = _row_stride(out)
+    ros = _row_stride(residual_out)
+    if xs is None or rs is None or os_ is None or ros is None:
+        raise _strides_error(x, residual, out, residual_out)
+    looped, block, rows_pp, warps = _launch_params(x.device.type, n_cols, x.dtype)
+    has_w = weight is not None
+    w = weight if has_w else x
+    if looped:
+        _k.rms_norm_looped_kernel[(n_rows,)](
+            x, xs, residual, rs, out, os_, residual_out, ros, w, n_cols, eps,
+            HAS_RESIDUAL=True, HAS_WEIGHT=has_w, BLOCK_N=block, num_warps=warps,
+        )
+    else:
+        _k.rms_norm_rows_kernel[((n_rows + rows_pp - 1) // rows_pp,)](
+            x, xs, residual, rs, out, os_, residual_out, ros, w, n_rows, n_cols, eps,
+            HAS_RESIDUAL=True, HAS_WEIGHT=has_w, ROWS=rows_pp, BLOCK_N=block, num_warps=warps,
+        )

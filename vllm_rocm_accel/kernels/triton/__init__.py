@@ -1,0 +1,1 @@
+"""Triton kernel bodies (``@triton.jit`` only); launchers live in ``backends.triton``."""
