@@ -8,6 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from vllm_rocm_accel import settings  # noqa: E402
+from aiter_model.fixtures import fake_aiter  # noqa: E402,F401  (the aiter model as sys.modules['aiter'])
 
 
 @pytest.fixture
