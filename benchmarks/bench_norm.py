@@ -3,10 +3,13 @@
     python benchmarks/bench_norm.py [--tokens 1,16,...] [--hidden 4096,8192] [--csv PATH]
 
 For each (op, tokens, hidden) in bf16 it times the triton, torch (eager reference) and, where
-it can run, aiter backends, plus ``torch.compile`` of the reference, with
-``triton.testing.do_bench`` (median, L2 flushed between runs). Shapes up to
-``--graph-max-tokens`` are also timed inside a CUDA graph (``do_bench_cudagraph``), where
-host overhead disappears. Bandwidth counts each input read once and each output written
+it can run, aiter backends, plus ``torch.compile`` of the reference, three ways:
+
+* ``eager``: ``triton.testing.do_bench`` (median, L2 flushed before each run; the flush
+  kernel hides host time shorter than itself);
+* ``back2back`` (shapes up to ``--graph-max-tokens``): wall-clock per call over calls issued
+  back to back, as a decode step issues them; host overhead shows here;
+* ``graph`` (same shapes): inside a CUDA graph (``do_bench_cudagraph``), no host overhead. Bandwidth counts each input read once and each output written
 once. A host-overhead table compares a bare ``torch.ops`` call with our facade. Rows are
 appended to a CSV keyed by GPU, versions and date; ``benchmarks/plot_norm.py`` draws it.
 """
@@ -30,6 +33,10 @@ from vllm_rocm_accel.inputs import norm_inputs
 from vllm_rocm_accel.ops import norm as norm_ops
 
 TOKENS = [1, 16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768]
+# One compiled reference per shape (dynamic=False): allow every recompile, or dynamo
+# silently falls back to eager after the default 8 and the baseline is no longer compiled.
+torch._dynamo.config.recompile_limit = 4096
+torch._dynamo.config.accumulated_recompile_limit = 1 << 20
 HIDDEN = [4096, 8192]
 EPS = 1e-6
 FIELDS = ["date", "gpu", "torch", "triton", "op", "tokens", "hidden", "dtype", "backend", "mode", "us", "gbps",
@@ -76,12 +83,14 @@ def bench_shapes(tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
                 for fn in fns.values():
                     fn()  # compile / JIT before timing
                 torch.cuda.synchronize()
-                modes = ["eager"] + (["graph"] if t <= graph_max_tokens else [])
+                modes = ["eager"] + (["back2back", "graph"] if t <= graph_max_tokens else [])
                 for mode in modes:
                     times = {}
                     for name, fn in fns.items():
                         if mode == "eager":
                             times[name] = do_bench(fn, warmup=25, rep=100, return_mode="median")
+                        elif mode == "back2back":
+                            times[name] = _back_to_back_ms(fn)
                         else:
                             times[name] = do_bench_cudagraph(fn, rep=100, return_mode="median")
                     for name, ms in times.items():
@@ -92,6 +101,19 @@ def bench_shapes(tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
                 del x, r, w, fns
                 torch.cuda.empty_cache()
     return rows
+
+
+def _back_to_back_ms(fn, n=500, trials=5):
+    """Median over trials of wall time per call, calls issued back to back."""
+    per_call = []
+    for _ in range(trials):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+        per_call.append((time.perf_counter() - t0) / n * 1e3)
+    return sorted(per_call)[len(per_call) // 2]
 
 
 def _host_us(fn, n=3000):

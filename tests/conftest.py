@@ -2,10 +2,12 @@
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from vllm_rocm_accel import settings  # noqa: E402
 from aiter_model.fixtures import fake_aiter  # noqa: E402,F401  (the aiter model as sys.modules['aiter'])
@@ -35,3 +37,13 @@ def seed():
     torch.manual_seed(s)
     print(f"seed={s}")
     return s
+
+
+@pytest.fixture(autouse=True)
+def _interpreter_rounds_bf16_like_gpu(monkeypatch):
+    """Under TRITON_INTERPRET the interpreter truncates fp32->bf16; GPUs round to nearest even."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        from helpers import round_bf16_like_gpu_in_interpreter
+
+        round_bf16_like_gpu_in_interpreter(monkeypatch)
+    yield

@@ -12,6 +12,7 @@ raises. An explicit backend that says no raises ``ValueError`` with its reason.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -47,7 +48,16 @@ class OpDispatch:
         self.backends = {b.name: b for b in backends}
         self.call_shape = call_shape
         self._supported: dict[tuple[str, torch.device], Reason] = {}
-        settings.on_refresh(self._supported.clear)
+        self._chosen: dict[tuple, Backend] = {}  # call signature -> backend (see select)
+        settings.on_refresh(self.clear_caches)
+
+    def clear_caches(self) -> None:
+        self._supported.clear()
+        self._chosen.clear()
+
+    def row_bracket(self, rows: int) -> int:
+        """Which of the policy's row ranges ``rows`` falls in (part of the choice cache key)."""
+        return bisect_right(policy.row_bounds(self.op), rows)
 
     # -- predicates ----------------------------------------------------------
     def unsupported_reason(self, backend: Backend, device: torch.device) -> Reason:
@@ -68,8 +78,23 @@ class OpDispatch:
         return self.unsupported_reason(backend, shape.device) or backend.supports_args(*args)
 
     # -- selection -----------------------------------------------------------
-    def select(self, backend: str, args: tuple) -> Backend:
-        """The backend that runs this call. Explicit names raise if they cannot serve."""
+    def select(self, backend: str, args: tuple, key: Optional[tuple] = None) -> Backend:
+        """The backend that runs this call. Explicit names raise if they cannot serve.
+
+        ``key``, when the op passes one, holds everything the choice depends on (backend
+        name, dtypes, device, hidden size, the policy's row bracket, dense layout); the
+        choice is then cached under it, so repeated calls skip the predicates.
+        """
+        if key is not None:
+            hit = self._chosen.get(key)
+            if hit is not None:
+                return hit
+            chosen = self._select(backend, args)
+            self._chosen[key] = chosen
+            return chosen
+        return self._select(backend, args)
+
+    def _select(self, backend: str, args: tuple) -> Backend:
         if backend == "auto":
             backend = settings.get_settings().backend_override(self.op)
         if backend != "auto":

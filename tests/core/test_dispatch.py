@@ -31,13 +31,13 @@ def test_explicit_backend_that_cannot_serve_says_why(seed, monkeypatch):
     with pytest.raises(ValueError, match=r"backend 'aiter' cannot serve this call: tensor on cpu"):
         rocm_accel_ops.rms_norm(x, w, 1e-5, backend="aiter")
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # the triton predicate reads it at call time
-    norm.RMS_NORM._supported.clear()
+    norm.RMS_NORM.clear_caches()
     try:
         with pytest.raises(ValueError, match="no Triton target"):
             rocm_accel_ops.rms_norm(x, w, 1e-5, backend="triton")
     finally:
         monkeypatch.undo()
-        norm.RMS_NORM._supported.clear()
+        norm.RMS_NORM.clear_caches()
     with pytest.raises(ValueError, match="backend='cuda' is not one of auto, aiter, triton, torch"):
         rocm_accel_ops.rms_norm(x, w, 1e-5, backend="cuda")
 

@@ -29,10 +29,16 @@ from .stats import count
 
 
 # --- backends ---------------------------------------------------------------
-def _triton():
-    from ..backends.triton import norm as triton_norm  # imports triton: only on first use
+_triton_mod = None
 
-    return triton_norm
+
+def _triton():
+    global _triton_mod
+    if _triton_mod is None:
+        from ..backends.triton import norm as triton_norm  # imports triton: only on first use
+
+        _triton_mod = triton_norm
+    return _triton_mod
 
 
 def _triton_rms_norm(x, weight, eps):
@@ -87,9 +93,20 @@ FUSED_ADD_RMS_NORM = dispatch.OpDispatch(
 
 
 # --- op implementations -----------------------------------------------------
+def _choice_key(disp: dispatch.OpDispatch, backend: str, x, weight, residual=None) -> Optional[tuple]:
+    """Cache key for the backend choice, for dense calls (strided ones take the full path)."""
+    if not x.is_contiguous() or (residual is not None and not residual.is_contiguous()):
+        return None
+    if weight is not None and not weight.is_contiguous():
+        return None
+    hidden = x.shape[-1]
+    return (backend, x.dtype, x.device, hidden, None if weight is None else weight.dtype,
+            disp.row_bracket(x.numel() // hidden))
+
+
 def rms_norm_impl(x: torch.Tensor, weight: Optional[torch.Tensor], epsilon: float, backend: str = "auto") -> torch.Tensor:
     check_rms_norm_args(x, weight, epsilon)
-    impl = RMS_NORM.select(backend, (x, weight, epsilon))
+    impl = RMS_NORM.select(backend, (x, weight, epsilon), _choice_key(RMS_NORM, backend, x, weight))
     count("rms_norm", impl.name)
     return impl.run(x, weight, epsilon)
 
@@ -98,7 +115,9 @@ def fused_add_rms_norm_impl(
     x: torch.Tensor, residual: torch.Tensor, weight: Optional[torch.Tensor], epsilon: float, backend: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     check_rms_norm_args(x, weight, epsilon, residual)
-    impl = FUSED_ADD_RMS_NORM.select(backend, (x, residual, weight, epsilon))
+    impl = FUSED_ADD_RMS_NORM.select(
+        backend, (x, residual, weight, epsilon), _choice_key(FUSED_ADD_RMS_NORM, backend, x, weight, residual)
+    )
     count("fused_add_rms_norm", impl.name)
     return impl.run(x, residual, weight, epsilon, False)
 
@@ -107,7 +126,9 @@ def fused_add_rms_norm_inplace_impl(
     x: torch.Tensor, residual: torch.Tensor, weight: Optional[torch.Tensor], epsilon: float, backend: str = "auto"
 ) -> None:
     check_rms_norm_args(x, weight, epsilon, residual)
-    impl = FUSED_ADD_RMS_NORM.select(backend, (x, residual, weight, epsilon))
+    impl = FUSED_ADD_RMS_NORM.select(
+        backend, (x, residual, weight, epsilon), _choice_key(FUSED_ADD_RMS_NORM, backend, x, weight, residual)
+    )
     count("fused_add_rms_norm", impl.name)
     impl.run(x, residual, weight, epsilon, True)
 

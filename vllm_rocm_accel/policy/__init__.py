@@ -98,9 +98,27 @@ def rules_for(op: str, device: torch.device) -> tuple[Rule, ...]:
     return _family_table(family_of(device)).get(op, ())
 
 
+@functools.lru_cache(maxsize=None)
+def row_bounds(op: str) -> tuple[int, ...]:
+    """Every row count at which some family's rule for ``op`` starts or stops applying.
+
+    ``bisect(row_bounds(op), rows)`` names the row bracket of a call exactly, so a choice
+    cached per bracket is the choice the rules would make for any row count in it.
+    """
+    bounds = set()
+    for name in os.listdir(_DIR):
+        if name.endswith(".json"):
+            for rule in _family_table(name[:-5]).get(op, ()):
+                bounds.add(rule.min_rows)
+                if rule.max_rows is not None:
+                    bounds.add(rule.max_rows + 1)
+    return tuple(sorted(bounds))
+
+
 def _clear() -> None:
     _family_table.cache_clear()
     rules_for.cache_clear()
+    row_bounds.cache_clear()
 
 
 settings.on_refresh(_clear)

@@ -89,13 +89,12 @@ def rms_norm_looped_kernel(
 ):
     """Two passes over BLOCK_N-column chunks of one row per program (rows too long for registers).
 
-    Pass 1 accumulates the sum of squares (and, for the fused add, writes
-    residual_out). Pass 2 normalizes. With a residual, pass 2 re-reads the
-    *rounded* residual_out instead of the fp32 sum (x and residual may already
-    be overwritten when aliased), so for fp16/bf16 the normalized values are
-    computed from s.to(dtype) rather than s: a deviation of at most one input
-    ulp before normalization, and only on this very-large-H path. For fp32
-    inputs the rounding is the identity and the result is exact.
+    Pass 1 only accumulates the sum of squares of s = x (+ residual). Pass 2
+    recomputes s from x and residual chunk by chunk, then writes residual_out
+    and out for that chunk: every element is read before the aliased outputs
+    overwrite it, and out is normalized from the exact fp32 sum, as in the
+    single-pass kernel. (x and residual are read twice; the second read of a
+    row mostly hits L2.)
     """
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * x_row_stride
@@ -110,18 +109,16 @@ def rms_norm_looped_kernel(
         s = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
         if HAS_RESIDUAL:
             s = s + tl.load(res_row + cols, mask=mask, other=0.0).to(tl.float32)
-            tl.store(res_out_row + cols, s.to(res_out_ptr.dtype.element_ty), mask=mask)
         acc += s * s
     rstd = tl.rsqrt(tl.sum(acc, axis=0) / n_cols + eps)
 
     for start in range(0, n_cols, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         mask = cols < n_cols
+        s = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
         if HAS_RESIDUAL:
-            # Same thread/layout that stored these elements in pass 1.
-            s = tl.load(res_out_row + cols, mask=mask, other=0.0).to(tl.float32)
-        else:
-            s = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+            s = s + tl.load(res_row + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(res_out_row + cols, s.to(res_out_ptr.dtype.element_ty), mask=mask)
         y = s * rstd
         if HAS_WEIGHT:
             w = tl.load(w_ptr + cols, mask=mask, other=0.0)

@@ -1,0 +1,1 @@
+"""Kernel bodies, by language (``triton/``)."""
