@@ -430,21 +430,12 @@ def _rand(*shape, dtype=torch.bfloat16):
     return (torch.randn(*shape) * SCALE).to(dtype)
 
 
-WEIGHT_STRIDE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="backends/aiter/norm.py supports_args accepts a non-contiguous weight, which the CK kernel "
-    "reads as contiguous (wrong results on hardware); it should refuse weight.stride(0) != 1",
-)
-
-
 @pytest.mark.parametrize(
     "case",
     [
         pytest.param(lambda H: (_rand(3, 1, 4, H), _rand(H)), id="dense_4d"),
         pytest.param(lambda H: (_rand(1, H).expand(4, H), _rand(H)), id="expanded_rows"),
         pytest.param(lambda H: (_rand(4, 2 * H)[:, H:], None), id="row_strided_no_weight"),
-        pytest.param(lambda H: (_rand(4, H), _rand(2 * H)[::2]), id="strided_weight", marks=WEIGHT_STRIDE_BUG),
-        pytest.param(lambda H: (_rand(4, H), _rand(1).expand(H)), id="expanded_weight", marks=WEIGHT_STRIDE_BUG),
     ],
 )
 def test_supports_args_admits_only_what_the_kernel_contract_allows(fake_aiter, seed, case):
@@ -458,6 +449,16 @@ def test_supports_args_admits_only_what_the_kernel_contract_allows(fake_aiter, s
     assert aiter_norm.supports_args_add(x, r, weight, EPS) is None
     out, _ = aiter_norm.fused_add_rms_norm(x, r, weight, EPS, False)
     assert_close_verbose(out, _rms_norm_ref(x.double() + r.double(), weight, EPS), atol=ATOL[dtype], rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("make_weight", [lambda H: _rand(2 * H)[::2], lambda H: _rand(1).expand(H)],
+                         ids=["strided_weight", "expanded_weight"])
+def test_supports_args_refuses_a_weight_the_kernel_would_misread(make_weight):
+    """CK reads the weight as contiguous: a strided or expanded weight must go to another backend."""
+    H = 96
+    x, r, w = _rand(4, H), _rand(4, H), make_weight(H)
+    assert "strided weight" in aiter_norm.supports_args(x, w, EPS)
+    assert "strided weight" in aiter_norm.supports_args_add(x, r, w, EPS)
 
 
 # ----------------------------------------------------------------------------

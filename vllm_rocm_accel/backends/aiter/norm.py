@@ -72,6 +72,8 @@ def supports_args(x, weight, eps) -> Optional[str]:
         return f"aiter rmsnorm takes float16/bfloat16, got {x.dtype}"
     if weight is not None and weight.dtype != x.dtype:
         return f"aiter rmsnorm needs weight dtype == x dtype ({weight.dtype} != {x.dtype})"
+    if weight is not None and weight.stride(0) != 1 and weight.shape[0] > 1:
+        return "aiter rmsnorm reads weight as contiguous; got a strided weight"
     if not flatten_is_free(x):
         return "x cannot be viewed as unit-stride 2-D rows without a copy"
     return None

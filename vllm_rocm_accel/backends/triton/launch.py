@@ -60,7 +60,7 @@ def launch(kernel, grid: tuple, args: tuple, constexprs: tuple, num_warps: int) 
     key = (kernel, args[0].device.index, num_warps, constexprs, *[_spec(a) for a in args])
     compiled = _cache.get(key)
     if compiled is not None:
-        compiled[grid](*args, *constexprs)
+        compiled[grid + (1,) * (3 - len(grid))](*args, *constexprs)  # the runner reads grid[0..2]
         return
     compiled = kernel[grid](*args, *constexprs, num_warps=num_warps)
     if CompiledKernel is not None and isinstance(compiled, CompiledKernel):
