@@ -85,14 +85,11 @@ def bench_shapes(tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
                 torch.cuda.synchronize()
                 modes = ["eager"] + (["back2back", "graph"] if t <= graph_max_tokens else [])
                 for mode in modes:
-                    times = {}
-                    for name, fn in fns.items():
-                        if mode == "eager":
-                            times[name] = do_bench(fn, warmup=25, rep=100, return_mode="median")
-                        elif mode == "back2back":
-                            times[name] = _back_to_back_ms(fn)
-                        else:
-                            times[name] = do_bench_cudagraph(fn, rep=100, return_mode="median")
+                    if mode == "back2back":
+                        times = _back_to_back_ms(fns)
+                    else:
+                        bench = do_bench if mode == "eager" else do_bench_cudagraph
+                        times = {name: bench(fn, rep=100, return_mode="median") for name, fn in fns.items()}
                     for name, ms in times.items():
                         rows.append(dict(op=op, tokens=t, hidden=hidden, dtype=str(dtype).removeprefix("torch."),
                                          backend=name, mode=mode, us=round(ms * 1e3, 2),
@@ -103,17 +100,19 @@ def bench_shapes(tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
     return rows
 
 
-def _back_to_back_ms(fn, n=500, trials=5):
-    """Median over trials of wall time per call, calls issued back to back."""
-    per_call = []
+def _back_to_back_ms(fns: dict, n=300, trials=9) -> dict:
+    """Wall time per call with calls issued back to back: per candidate, the median over
+    trials, the candidates interleaved within each trial so host-clock drift hits all alike."""
+    samples = {name: [] for name in fns}
     for _ in range(trials):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-        per_call.append((time.perf_counter() - t0) / n * 1e3)
-    return sorted(per_call)[len(per_call) // 2]
+        for name, fn in fns.items():
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            torch.cuda.synchronize()
+            samples[name].append((time.perf_counter() - t0) / n * 1e3)
+    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
 
 
 def _host_us(fn, n=3000):

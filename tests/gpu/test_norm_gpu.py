@@ -91,21 +91,3 @@ def test_compile_fullgraph_and_cuda_graph(seed):
     want2 = layer(x2.clone(), r2.clone(), w)
     torch.testing.assert_close(out[0], want2[0], atol=0, rtol=0)
 
-
-def test_fast_launch_matches_ordinary_launch_and_respects_alignment(seed, monkeypatch):
-    from vllm_rocm_accel.backends.triton import launch
-
-    assert launch.fast_path_enabled()
-    buf = torch.randn(33 * 4096 + 8, device="cuda", dtype=torch.bfloat16)
-    w = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
-    for offset in (0, 1):  # offset 1: data_ptr not 16-byte aligned -> a different specialization
-        x = buf[offset:offset + 33 * 4096].view(33, 4096)
-        assert (x.data_ptr() % 16 == 0) == (offset == 0)
-        fast = [rocm_accel_ops.rms_norm(x, w, 1e-6, backend="triton") for _ in range(2)]  # 2nd from the cache
-        monkeypatch.setattr(launch, "_FAST", False)
-        slow = rocm_accel_ops.rms_norm(x, w, 1e-6, backend="triton")
-        monkeypatch.setattr(launch, "_FAST", True)
-        assert torch.equal(fast[0], slow) and torch.equal(fast[1], slow)
-        assert_close_verbose(slow, ref(x, w, 1e-6)[0], *tol(torch.bfloat16))
-    keys = [k for k in launch._cache if k[0].__name__ == "rms_norm_rows_kernel"]
-    assert {k[4][1] for k in keys} >= {True, False}, "aligned and misaligned x share a cached kernel"

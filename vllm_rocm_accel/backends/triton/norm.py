@@ -23,7 +23,6 @@ import torch
 import triton
 
 from ...kernels.triton import norm as _k
-from .launch import launch
 
 _CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "norm.json")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -157,11 +156,15 @@ def rms_norm(out: torch.Tensor, x: torch.Tensor, weight: Optional[torch.Tensor],
     has_w = weight is not None
     w = weight if has_w else x
     if looped:
-        launch(_k.rms_norm_looped_kernel, (n_rows,), (x, xs, x, 0, out, os_, out, 0, w, n_cols, eps),
-               (False, has_w, block), warps)
+        _k.rms_norm_looped_kernel[(n_rows,)](
+            x, xs, x, 0, out, os_, out, 0, w, n_cols, eps,
+            HAS_RESIDUAL=False, HAS_WEIGHT=has_w, BLOCK_N=block, num_warps=warps,
+        )
     else:
-        launch(_k.rms_norm_rows_kernel, ((n_rows + rows_pp - 1) // rows_pp,),
-               (x, xs, x, 0, out, os_, out, 0, w, n_rows, n_cols, eps), (False, has_w, rows_pp, block), warps)
+        _k.rms_norm_rows_kernel[((n_rows + rows_pp - 1) // rows_pp,)](
+            x, xs, x, 0, out, os_, out, 0, w, n_rows, n_cols, eps,
+            HAS_RESIDUAL=False, HAS_WEIGHT=has_w, ROWS=rows_pp, BLOCK_N=block, num_warps=warps,
+        )
 
 
 def fused_add_rms_norm(
@@ -191,9 +194,12 @@ def fused_add_rms_norm(
     has_w = weight is not None
     w = weight if has_w else x
     if looped:
-        launch(_k.rms_norm_looped_kernel, (n_rows,),
-               (x, xs, residual, rs, out, os_, residual_out, ros, w, n_cols, eps), (True, has_w, block), warps)
+        _k.rms_norm_looped_kernel[(n_rows,)](
+            x, xs, residual, rs, out, os_, residual_out, ros, w, n_cols, eps,
+            HAS_RESIDUAL=True, HAS_WEIGHT=has_w, BLOCK_N=block, num_warps=warps,
+        )
     else:
-        launch(_k.rms_norm_rows_kernel, ((n_rows + rows_pp - 1) // rows_pp,),
-               (x, xs, residual, rs, out, os_, residual_out, ros, w, n_rows, n_cols, eps),
-               (True, has_w, rows_pp, block), warps)
+        _k.rms_norm_rows_kernel[((n_rows + rows_pp - 1) // rows_pp,)](
+            x, xs, residual, rs, out, os_, residual_out, ros, w, n_rows, n_cols, eps,
+            HAS_RESIDUAL=True, HAS_WEIGHT=has_w, ROWS=rows_pp, BLOCK_N=block, num_warps=warps,
+        )
