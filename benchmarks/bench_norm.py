@@ -7,7 +7,7 @@ it can run, aiter backends, plus ``torch.compile`` of the reference, three ways:
 
 * ``eager``: ``triton.testing.do_bench`` (median, L2 flushed before each run; the flush
   kernel hides host time shorter than itself);
-* ``back2back`` (shapes up to ``--graph-max-tokens``): wall-clock per call over calls issued
+* ``back2back`` (shapes up to ``--b2b-max-tokens``): wall-clock per call over calls issued
   back to back, as a decode step issues them; host overhead shows here;
 * ``graph`` (same shapes): inside a CUDA graph (``do_bench_cudagraph``), no host overhead. Bandwidth counts each input read once and each output written
 once. A host-overhead table compares a bare ``torch.ops`` call with our facade. Rows are
@@ -72,7 +72,7 @@ def _candidates(op: str, x, r, w):
     return fns
 
 
-def bench_shapes(tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
+def bench_shapes(tokens, hiddens, graph_max_tokens, b2b_max_tokens, dtype=torch.bfloat16):
     rows = []
     for op in ("rms_norm", "fused_add_rms_norm"):
         for hidden in hiddens:
@@ -83,7 +83,8 @@ def bench_shapes(tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
                 for fn in fns.values():
                     fn()  # compile / JIT before timing
                 torch.cuda.synchronize()
-                modes = ["eager"] + (["back2back", "graph"] if t <= graph_max_tokens else [])
+                modes = (["eager"] + (["back2back"] if t <= b2b_max_tokens else [])
+                         + (["graph"] if t <= graph_max_tokens else []))
                 for mode in modes:
                     if mode == "back2back":
                         times = _back_to_back_ms(fns)
@@ -163,7 +164,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", default=",".join(map(str, TOKENS)))
     p.add_argument("--hidden", default=",".join(map(str, HIDDEN)))
-    p.add_argument("--graph-max-tokens", type=int, default=256)
+    p.add_argument("--graph-max-tokens", type=int, default=2048)
+    p.add_argument("--b2b-max-tokens", type=int, default=256)
     p.add_argument("--csv", default=os.path.join(os.path.dirname(__file__), "results", "norm.csv"))
     args = p.parse_args(argv)
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
@@ -177,7 +179,7 @@ def main(argv=None) -> int:
     for name, us in overhead.items():
         print(f"  {us:8.2f}  {name}")
     rows = bench_shapes([int(t) for t in args.tokens.split(",")], [int(h) for h in args.hidden.split(",")],
-                        args.graph_max_tokens)
+                        args.graph_max_tokens, args.b2b_max_tokens)
     os.makedirs(os.path.dirname(args.csv), exist_ok=True)
     new = not os.path.exists(args.csv)
     with open(args.csv, "a", newline="") as f:
