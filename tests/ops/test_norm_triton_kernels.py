@@ -313,3 +313,9 @@ def test_zero_rows_launch_nothing(monkeypatch, shape):
     assert tn.supports_args(x, w, EPS) is None
     tn.rms_norm(torch.empty_like(x), x, w, EPS)
     tn.fused_add_rms_norm(torch.empty_like(x), torch.empty_like(x), x, torch.empty_like(x), w, EPS)
+
+
+def test_int64_offsets_chosen_only_when_needed():
+    assert not tn._needs_int64(32768 + 1, 8192, 8192)
+    assert tn._needs_int64(2**17, 16384, 16384)
+    assert tn._needs_int64(3, 1024, 2**31)  # a huge row stride alone forces int64

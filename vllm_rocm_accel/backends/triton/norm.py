@@ -134,6 +134,10 @@ def supports_args_add(x, residual, weight, eps) -> Optional[str]:
 
 
 # --- launchers --------------------------------------------------------------
+def _needs_int64(rows: int, block: int, *row_strides: int) -> bool:
+    """Whether an element offset (row * stride + col, padded rows included) can reach 2**31."""
+    return rows * max(row_strides) + block >= 2**31
+
 def _strides_error(*tensors: torch.Tensor) -> ValueError:
     return ValueError(
         "triton rms_norm: tensors must be row-strided with last-dim stride 1 (check supports_args first); got strides "
@@ -163,7 +167,8 @@ def rms_norm(out: torch.Tensor, x: torch.Tensor, weight: Optional[torch.Tensor],
     else:
         _k.rms_norm_rows_kernel[((n_rows + rows_pp - 1) // rows_pp,)](
             x, xs, x, 0, out, os_, out, 0, w, n_rows, n_cols, eps,
-            HAS_RESIDUAL=False, HAS_WEIGHT=has_w, ROWS=rows_pp, BLOCK_N=block, num_warps=warps,
+            HAS_RESIDUAL=False, HAS_WEIGHT=has_w, ROWS=rows_pp, BLOCK_N=block,
+            IDX64=_needs_int64(n_rows + rows_pp, block, xs, os_), num_warps=warps,
         )
 
 
@@ -201,5 +206,6 @@ def fused_add_rms_norm(
     else:
         _k.rms_norm_rows_kernel[((n_rows + rows_pp - 1) // rows_pp,)](
             x, xs, residual, rs, out, os_, residual_out, ros, w, n_rows, n_cols, eps,
-            HAS_RESIDUAL=True, HAS_WEIGHT=has_w, ROWS=rows_pp, BLOCK_N=block, num_warps=warps,
+            HAS_RESIDUAL=True, HAS_WEIGHT=has_w, ROWS=rows_pp, BLOCK_N=block,
+            IDX64=_needs_int64(n_rows + rows_pp, block, xs, rs, os_, ros), num_warps=warps,
         )

@@ -41,21 +41,25 @@ def rms_norm_rows_kernel(
     HAS_WEIGHT: tl.constexpr,
     ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    IDX64: tl.constexpr,
 ):
-    """Single pass: a [ROWS, BLOCK_N] tile holds ROWS whole rows (BLOCK_N >= n_cols)."""
+    """Single pass: a [ROWS, BLOCK_N] tile holds ROWS whole rows (BLOCK_N >= n_cols).
+
+    IDX64: row offsets in int64; the launcher sets it only when an offset can reach 2**31.
+    """
     pid = tl.program_id(0)
-    rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+    if IDX64:
+        rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+    else:
+        rows = pid * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     mask = (rows < n_rows)[:, None] & col_mask[None, :]
     cols2 = cols[None, :]
 
-    # x and residual are streamed once: evict_first; the weight is reused by every row: evict_last.
-    s = tl.load(x_ptr + rows[:, None] * x_row_stride + cols2, mask=mask, other=0.0,
-                eviction_policy="evict_first").to(tl.float32)
+    s = tl.load(x_ptr + rows[:, None] * x_row_stride + cols2, mask=mask, other=0.0).to(tl.float32)
     if HAS_RESIDUAL:
-        r = tl.load(res_ptr + rows[:, None] * res_row_stride + cols2, mask=mask, other=0.0,
-                    eviction_policy="evict_first").to(tl.float32)
+        r = tl.load(res_ptr + rows[:, None] * res_row_stride + cols2, mask=mask, other=0.0).to(tl.float32)
         s = s + r
         # Both inputs of this tile are loaded above, so writing residual_out
         # (which may alias residual) is safe.
@@ -68,7 +72,7 @@ def rms_norm_rows_kernel(
     var = tl.sum(s * s, axis=1) / n_cols
     y = s * tl.rsqrt(var + eps)[:, None]
     if HAS_WEIGHT:
-        w = tl.load(w_ptr + cols, mask=col_mask, other=0.0, eviction_policy="evict_last")
+        w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)
         y = (y.to(w.dtype).to(tl.float32) * w.to(tl.float32)[None, :]).to(w.dtype)
     tl.store(out_ptr + rows[:, None] * out_row_stride + cols2, y.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -124,6 +128,6 @@ def rms_norm_looped_kernel(
             tl.store(res_out_row + cols, s.to(res_out_ptr.dtype.element_ty), mask=mask)
         y = s * rstd
         if HAS_WEIGHT:
-            w = tl.load(w_ptr + cols, mask=mask, other=0.0, eviction_policy="evict_last")
+            w = tl.load(w_ptr + cols, mask=mask, other=0.0)
             y = (y.to(w.dtype).to(tl.float32) * w.to(tl.float32)).to(w.dtype)
         tl.store(out_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
