@@ -45,7 +45,18 @@ def main():
     compiled = k.rms_norm_rows_kernel[(1,)](*args, *cexpr, num_warps=8)  # returns the CompiledKernel
     runner = compiled[(1, 1, 1)]
     dev = torch.cuda.current_device()
+    from vllm_rocm_accel.checks.norm import check_rms_norm_args
+    from vllm_rocm_accel.ops import norm as norm_ops
+    from vllm_rocm_accel.ops.stats import count
+
+    nargs = (x, w, 1e-6)
     cases = {
+        "check_rms_norm_args": lambda: check_rms_norm_args(x, w, 1e-6),
+        "choice key + cached select": lambda: norm_ops.RMS_NORM.select(
+            "triton", nargs, norm_ops._choice_key(norm_ops.RMS_NORM, "triton", x, w)),
+        "count()": lambda: count("rms_norm", "triton"),
+        "torch.empty(x.shape, dtype, device)": lambda: torch.empty(x.shape, dtype=x.dtype, device=x.device),
+        "torch.empty_like(x)": lambda: torch.empty_like(x),
         "driver.active.get_current_stream(dev)": lambda: driver.active.get_current_stream(dev),
         "a Python specialization key over the 12 args": lambda: tuple(
             (a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else (a == 1, a % 16 == 0)

@@ -91,3 +91,30 @@ def test_compile_fullgraph_and_cuda_graph(seed):
     want2 = layer(x2.clone(), r2.clone(), w)
     torch.testing.assert_close(out[0], want2[0], atol=0, rtol=0)
 
+
+
+def test_cached_compiled_kernel_matches_ordinary_launch(seed, monkeypatch):
+    """The launcher's compiled-kernel cache serves aligned calls only, with Triton's own results."""
+    from vllm_rocm_accel.backends.triton import norm as tn
+
+    assert tn._FAST
+    buf = torch.randn(33 * 4096 + 8, device="cuda", dtype=torch.bfloat16)
+    w = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
+    tn._compiled.clear()
+    for offset in (0, 1):  # offset 1: x not 16-byte aligned -> ordinary launch, nothing cached
+        x = buf[offset:offset + 33 * 4096].view(33, 4096)
+        fast = [rocm_accel_ops.rms_norm(x, w, 1e-6, backend="triton") for _ in range(2)]
+        monkeypatch.setattr(tn, "_FAST", False)
+        slow = rocm_accel_ops.rms_norm(x, w, 1e-6, backend="triton")
+        monkeypatch.setattr(tn, "_FAST", True)
+        assert torch.equal(fast[0], slow) and torch.equal(fast[1], slow)
+        assert_close_verbose(slow, ref(x, w, 1e-6)[0], *tol(torch.bfloat16))
+        assert len(tn._compiled) == 1, "only the aligned call may be cached"
+    r = torch.randn(33, 4096, device="cuda", dtype=torch.bfloat16)
+    x = buf[:33 * 4096].view(33, 4096)
+    for _ in range(2):  # second call from the cache
+        out, res = rocm_accel_ops.fused_add_rms_norm(x, r, w, 1e-6, inplace=False, backend="triton")
+        want, _ = ref(x, w, 1e-6, r)
+        assert_close_verbose(out, want, *tol(torch.bfloat16))
+        assert torch.equal(res, (x.float() + r.float()).to(torch.bfloat16))
+    assert len(tn._compiled) == 2
