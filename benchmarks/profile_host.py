@@ -41,7 +41,7 @@ def main():
     x, _, w = norm_inputs((1, 4096), torch.bfloat16, "cuda")
     out = torch.empty_like(x)
     args = (x, 4096, x, 0, out, 4096, out, 0, w, 1, 4096, 1e-6)
-    cexpr = (False, True, 1, 4096)
+    cexpr = (False, True, 1, 4096, False)  # HAS_RESIDUAL, HAS_WEIGHT, ROWS, BLOCK_N, IDX64
     compiled = k.rms_norm_rows_kernel[(1,)](*args, *cexpr, num_warps=8)  # returns the CompiledKernel
     runner = compiled[(1, 1, 1)]
     dev = torch.cuda.current_device()
