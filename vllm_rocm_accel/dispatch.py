@@ -151,8 +151,12 @@ def triton_supported(device: torch.device) -> Reason:
     return platform.triton_unavailable_reason(device)
 
 
-def aiter_supported_for(feature: str) -> Callable[[torch.device], Reason]:
-    """The aiter backends' platform predicate: ROCm gfx9, AMD aiter, and the feature's flags."""
+def aiter_supported_for(feature: Optional[str]) -> Callable[[torch.device], Reason]:
+    """The aiter backends' platform predicate: ROCm gfx9, AMD aiter, and the flags.
+
+    ``feature`` names the vLLM AITER feature whose flag (with the master flag) gates the op;
+    ``None`` for ops vLLM has no per-feature flag for: the master flag alone decides.
+    """
 
     def supported(device: torch.device) -> Reason:
         if device.type != "cuda":
@@ -160,7 +164,12 @@ def aiter_supported_for(feature: str) -> Callable[[torch.device], Reason]:
         reason = platform.aiter_unavailable_reason(platform.device_index(device))
         if reason is not None:
             return reason
-        state = settings.feature_state(settings.get_settings(), feature)
+        cfg = settings.get_settings()
+        if feature is None:
+            if not cfg.VLLM_ROCM_USE_AITER:
+                return f"AITER is off: {settings.MASTER_FLAG}=0 ({settings.value_source(settings.MASTER_FLAG)})"
+            return None
+        state = settings.feature_state(cfg, feature)
         if not state.enabled:
             return f"AITER feature {feature} is off: {state.decided_by}"
         return None

@@ -86,6 +86,73 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
             return x, residual
         return _fused_add_rms_norm(x, residual, weight, epsilon, backend or "auto")
 
+    # -- activation family ----------------------------------------------------
+    @staticmethod
+    def silu_and_mul(
+        x: torch.Tensor, out: Optional[torch.Tensor] = None, backend: Optional[str] = None
+    ) -> torch.Tensor:
+        """``silu(x[..., :d]) * x[..., d:]`` with ``d = x.shape[-1] // 2``; into ``out`` if given."""
+        if not isinstance(x, _Tensor) or (out is not None and not isinstance(out, _Tensor)):
+            from .checks.activation import check_act_and_mul_args
+
+            check_act_and_mul_args(x, out)
+        if out is None:
+            return _OPS["silu_and_mul"](x, backend or "auto")
+        _OPS["silu_and_mul_out"](out, x, backend or "auto")
+        return out
+
+    @staticmethod
+    def gelu_and_mul(
+        x: torch.Tensor,
+        approximate: str = "none",
+        out: Optional[torch.Tensor] = None,
+        backend: Optional[str] = None,
+    ) -> torch.Tensor:
+        """``gelu(x[..., :d], approximate) * x[..., d:]``; ``approximate`` is ``"none"`` or ``"tanh"``."""
+        if not isinstance(x, _Tensor) or (out is not None and not isinstance(out, _Tensor)) or not isinstance(
+            approximate, str
+        ):
+            from .checks.activation import check_act_and_mul_args
+
+            check_act_and_mul_args(x, out, approximate)
+        if out is None:
+            return _OPS["gelu_and_mul"](x, approximate, backend or "auto")
+        _OPS["gelu_and_mul_out"](out, x, approximate, backend or "auto")
+        return out
+
+    # -- rotary embedding -----------------------------------------------------
+    @staticmethod
+    def rotary_embedding(
+        positions: torch.Tensor,
+        query: torch.Tensor,
+        key: Optional[torch.Tensor],
+        head_size: int,
+        cos_sin_cache: torch.Tensor,
+        is_neox: bool,
+        rotary_dim: Optional[int] = None,
+        inplace: bool = True,
+        backend: Optional[str] = None,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """vLLM's rotary embedding with a (max_position, rotary_dim) cos||sin cache.
+
+        In place by default (query and key rotated where they are, and returned); with
+        ``inplace=False`` new tensors come back and the inputs are left intact.
+        """
+        if not (isinstance(positions, _Tensor) and isinstance(query, _Tensor)
+                and (key is None or isinstance(key, _Tensor)) and isinstance(cos_sin_cache, _Tensor)
+                and isinstance(head_size, int) and isinstance(is_neox, bool)
+                and (rotary_dim is None or isinstance(rotary_dim, int))):
+            from .checks.rope import check_rope_args
+
+            check_rope_args(positions, query, key, head_size, cos_sin_cache, is_neox, rotary_dim)
+        if inplace:
+            _OPS["rotary_embedding_"](positions, query, key, head_size, cos_sin_cache, is_neox, rotary_dim,
+                                      backend or "auto")
+            return query, key
+        q, k = _OPS["rotary_embedding"](positions, query, key, head_size, cos_sin_cache, is_neox, rotary_dim,
+                                        backend or "auto")
+        return q, (k if key is not None else None)
+
     # -- introspection --------------------------------------------------------
     call_counts = staticmethod(call_counts)
     reset_call_counts = staticmethod(reset_call_counts)

@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     VLLM_ROCM_ACCEL_BACKEND: str = "auto"
     VLLM_ROCM_ACCEL_ROUTE_VLLM_LAYERS: bool = True
     VLLM_ROCM_ACCEL_POLICY_FILE: Optional[str] = None
+    VLLM_ROCM_ACCEL_CHECK_POSITIONS: bool = False
 
     @field_validator("*", mode="before")
     @classmethod

@@ -1,11 +1,22 @@
-"""The public ops, as data: name -> the AITER feature flag that gates its aiter backend.
+"""The public ops and families, as data. Kept free of torch imports so settings validation
+can name the ops cheaply.
 
-Kept free of torch imports so settings validation can name the ops cheaply.
-Each later family adds its ops here.
+``OP_FEATURES``: op name -> the vLLM AITER feature whose flag (with the master flag
+``VLLM_ROCM_USE_AITER``) gates its aiter backend; ``None``: vLLM has no per-feature flag for
+it, so the master flag alone gates it.
+``FAMILIES``: the modules under ``ops/`` that :func:`vllm_rocm_accel.ops.register_all` loads;
+each has ``register() -> {name: OpOverload}``, ``DISPATCHERS`` and ``example_args``.
 """
 
-OP_FEATURES: dict[str, str] = {
+OP_FEATURES: dict[str, str | None] = {
     "rms_norm": "rmsnorm",
     "fused_add_rms_norm": "rmsnorm",
+    "silu_and_mul": None,
+    "gelu_and_mul": None,
+    "rotary_embedding": "triton_rope",
 }
 OP_NAMES: tuple[str, ...] = tuple(OP_FEATURES)
+
+FAMILIES: tuple[str, ...] = (
+    "norm",
+)
