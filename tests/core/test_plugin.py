@@ -25,9 +25,9 @@ def test_register_is_idempotent_and_routes_rmsnorm(seed):
     plugin.register()
     plugin.register()
     state = plugin.state()
-    assert state["routed"] == ["RMSNorm"] and layers.routed_layers() == ["RMSNorm"]
+    assert "RMSNorm" in state["routed"] and layers.routed_layers() == state["routed"]
     assert ir_providers.PROVIDER in ir.ops.rms_norm.impls and ir_providers.PROVIDER in ir.ops.fused_add_rms_norm.impls
-    assert layers.register() == ["RMSNorm"]  # a second call registers nothing new and does not raise
+    assert layers.register() == state["routed"]  # a second call registers nothing new and does not raise
     assert op_registry_oot["RMSNorm"].__name__ == "RocmAccelRMSNorm"
 
     with set_current_vllm_config(VllmConfig()):
