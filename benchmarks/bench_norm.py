@@ -23,12 +23,12 @@ import csv
 import datetime
 import os
 import sys
-import time
 
 import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
+from timing import interleaved_per_call
 from vllm_rocm_accel import rocm_accel_ops
 from vllm_rocm_accel.backends.torch import norm as torch_norm
 from vllm_rocm_accel.inputs import norm_inputs
@@ -89,7 +89,8 @@ def bench_shapes(tokens, hiddens, graph_max_tokens, b2b_max_tokens, dtype=torch.
                          + (["graph"] if t <= graph_max_tokens else []))
                 for mode in modes:
                     if mode == "back2back":
-                        times = _back_to_back_ms(fns)
+                        times = {k: v * 1e3 for k, v in
+                                 interleaved_per_call(fns, 300, 9, include_device=True).items()}
                     else:
                         bench = do_bench if mode == "eager" else do_bench_cudagraph
                         times = {name: bench(fn, rep=100, return_mode="median") for name, fn in fns.items()}
@@ -101,33 +102,6 @@ def bench_shapes(tokens, hiddens, graph_max_tokens, b2b_max_tokens, dtype=torch.
                 del x, r, w, fns
                 torch.cuda.empty_cache()
     return rows
-
-
-def _back_to_back_ms(fns: dict, n=300, trials=9) -> dict:
-    """Wall time per call with calls issued back to back: per candidate, the median over
-    trials, the candidates interleaved within each trial so host-clock drift hits all alike."""
-    samples = {name: [] for name in fns}
-    for _ in range(trials):
-        for name, fn in fns.items():
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            torch.cuda.synchronize()
-            samples[name].append((time.perf_counter() - t0) / n * 1e3)
-    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
-
-
-def _host_us(fn, n=3000):
-    for _ in range(200):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / n * 1e6
 
 
 def host_overhead():
@@ -151,7 +125,8 @@ def host_overhead():
         "torch.compile(reference)": lambda: compiled(x, w, EPS),
         "torch reference, eager (5 kernels)": lambda: torch_norm.rms_norm(x, w, EPS),
     }
-    return {name: round(_host_us(fn), 2) for name, fn in cases.items()}
+    per_call = interleaved_per_call(cases, 2000, 7, include_device=False, warmup=200)
+    return {name: round(sec * 1e6, 2) for name, sec in per_call.items()}
 
 
 def copy_bandwidth():

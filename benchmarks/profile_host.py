@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import cProfile
 import pstats
-import time
 
 import torch
 from triton.runtime import driver
 
+from timing import interleaved_per_call
 from vllm_rocm_accel import rocm_accel_ops
 from vllm_rocm_accel.backends.triton import norm as tn
 from vllm_rocm_accel.inputs import norm_inputs
@@ -22,19 +22,7 @@ from vllm_rocm_accel.kernels.triton import norm as k
 
 
 def interleaved_us(cases: dict, n=2000, trials=7) -> dict:
-    samples = {name: [] for name in cases}
-    for fn in cases.values():
-        for _ in range(200):
-            fn()
-    for _ in range(trials):
-        for name, fn in cases.items():
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / n * 1e6)
-    torch.cuda.synchronize()
-    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
+    return {k: v * 1e6 for k, v in interleaved_per_call(cases, n, trials, include_device=False, warmup=200).items()}
 
 
 def main():

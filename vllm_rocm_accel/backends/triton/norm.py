@@ -144,11 +144,15 @@ def _needs_int64(rows: int, block: int, *row_strides: int) -> bool:
     """Whether an element offset (row * stride + col, padded rows included) can reach 2**31."""
     return rows * max(row_strides) + block >= 2**31
 
-def _strides_error(*tensors: torch.Tensor) -> ValueError:
-    return ValueError(
-        "triton rms_norm: tensors must be row-strided with last-dim stride 1 (check supports_args first); got strides "
-        + ", ".join(str(t.stride()) for t in tensors)
-    )
+def _row_strides(*tensors: torch.Tensor) -> tuple[int, ...]:
+    """Each tensor's row stride; ValueError if one cannot be seen as rows without a copy."""
+    strides = tuple(_row_stride(t) for t in tensors)
+    if None in strides:
+        raise ValueError(
+            "triton rms_norm: tensors must be row-strided with last-dim stride 1 (check supports_args first); "
+            "got strides " + ", ".join(str(t.stride()) for t in tensors)
+        )
+    return strides
 
 
 # --- launch ----------------------------------------------------------------
@@ -202,18 +206,13 @@ def _launch(x, xs, res, rs, out, os_, res_out, ros, w, n_rows, n_cols, eps, has_
 
 def rms_norm(out: torch.Tensor, x: torch.Tensor, weight: Optional[torch.Tensor], eps: float) -> None:
     """``out <- rms_norm(x) * weight``; ``out`` may alias ``x``."""
-    n_cols = x.shape[-1]
-    numel = x.numel()
-    if numel == 0:
+    if x.numel() == 0:
         return
-    n_rows = numel // n_cols
-    xs = _row_stride(x)
-    os_ = _row_stride(out)
-    if xs is None or os_ is None:
-        raise _strides_error(x, out)
+    xs, os_ = _row_strides(x, out)
     has_w = weight is not None
     w = weight if has_w else x
-    _launch(x, xs, x, 0, out, os_, out, 0, w, n_rows, n_cols, eps, False, has_w)
+    n_cols = x.shape[-1]
+    _launch(x, xs, x, 0, out, os_, out, 0, w, x.numel() // n_cols, n_cols, eps, False, has_w)
 
 
 def fused_add_rms_norm(
@@ -228,17 +227,10 @@ def fused_add_rms_norm(
 
     In-place use aliases ``out`` with ``x`` and ``residual_out`` with ``residual``.
     """
-    n_cols = x.shape[-1]
-    numel = x.numel()
-    if numel == 0:
+    if x.numel() == 0:
         return
-    n_rows = numel // n_cols
-    xs = _row_stride(x)
-    rs = _row_stride(residual)
-    os_ = _row_stride(out)
-    ros = _row_stride(residual_out)
-    if xs is None or rs is None or os_ is None or ros is None:
-        raise _strides_error(x, residual, out, residual_out)
+    xs, rs, os_, ros = _row_strides(x, residual, out, residual_out)
     has_w = weight is not None
     w = weight if has_w else x
-    _launch(x, xs, residual, rs, out, os_, residual_out, ros, w, n_rows, n_cols, eps, True, has_w)
+    n_cols = x.shape[-1]
+    _launch(x, xs, residual, rs, out, os_, residual_out, ros, w, x.numel() // n_cols, n_cols, eps, True, has_w)
