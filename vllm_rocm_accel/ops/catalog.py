@@ -19,4 +19,5 @@ OP_NAMES: tuple[str, ...] = tuple(OP_FEATURES)
 
 FAMILIES: tuple[str, ...] = (
     "norm",
+    "activation",
 )

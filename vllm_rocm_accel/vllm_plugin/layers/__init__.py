@@ -12,6 +12,7 @@ import importlib
 
 FAMILIES = (
     "norm",
+    "activation",
 )
 
 _registered: dict[str, type] = {}

@@ -1,0 +1,108 @@
+"""Triton gated-activation launcher: grid and launch parameters for ``kernels/triton/activation.py``.
+
+The launcher writes into the ``out`` it is given; the op layer allocates, validates,
+and asks :func:`supports_args` first.
+
+Rows are addressed as ``base + row * row_stride + col``: any ``x`` (or ``out``) whose last
+dim has stride 1 and whose leading dims collapse to a single row stride (``big[:, :2d]``,
+an N-D view of such rows) is used in place, without a copy.
+
+Launch parameters are data (``configs/activation.json``), keyed by device family; the
+per-(device type, d, dtype) choice is cached so a call does only integer work on the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Optional
+
+import torch
+import triton
+
+from ...kernels.triton import activation as _k
+from .norm import _row_stride  # the row geometry the norm launcher uses, shared
+
+_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "activation.json")
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+ACT_CODES = {"silu": 0, "gelu": 1, "gelu_tanh": 2}  # the kernel's ACT constexpr
+
+
+# --- launch parameters ------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _config() -> dict:
+    with open(_CONFIG_PATH) as f:
+        return json.load(f)
+
+
+@functools.lru_cache(maxsize=None)
+def _family(device_type: str) -> str:
+    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
+        return "interpret"
+    if device_type == "cuda":
+        return "rocm" if torch.version.hip else "cuda"
+    return device_type
+
+
+def _pow2(name: str, value: int) -> int:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"activation.json: {name} must be a power of two, got {value}")
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def launch_params(device_type: str, d: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_N, rows_per_program, num_warps) for output rows of ``d`` elements."""
+    cfg = _config()
+    family = _family(device_type)
+    fam = cfg.get(family) or cfg.get("interpret" if family == "cpu" else "cuda") or cfg["cuda"]
+    tables = fam["tables"]
+    table = tables.get(str(dtype).removeprefix("torch."), tables["default"])
+    entry = next((e for e in table if d <= e["max_d"]), table[-1])
+    block = min(_pow2("block_n", int(entry["block_n"])), triton.next_power_of_2(d))
+    return block, _pow2("rows_per_program", int(entry["rows_per_program"])), int(entry["num_warps"])
+
+
+def clear_caches() -> None:
+    """Forget the loaded config and every cached launch choice (for tests and retuning)."""
+    _config.cache_clear()
+    _family.cache_clear()
+    launch_params.cache_clear()
+
+
+# --- what it can serve --------------------------------------------------------
+def _reason(name: str, t: torch.Tensor) -> Optional[str]:
+    if t.dtype not in _DTYPES:
+        return f"{name} dtype {t.dtype} is not float32/float16/bfloat16"
+    if t.numel() and _row_stride(t) is None:
+        return (f"{name} (shape {tuple(t.shape)}, stride {t.stride()}) cannot be viewed as rows with "
+                "last-dim stride 1 without a copy")
+    return None
+
+
+def supports_args(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> Optional[str]:
+    """None when the launcher can serve ``x`` (and ``out``, when given) as they are."""
+    return _reason("x", x) or (None if out is None else _reason("out", out))
+
+
+# --- launcher -----------------------------------------------------------------
+def act_and_mul(out: torch.Tensor, x: torch.Tensor, activation: str) -> None:
+    """``out <- act(x[..., :d]) * x[..., d:]``; ``act`` is ``silu``, ``gelu`` or ``gelu_tanh``."""
+    if out.numel() == 0:
+        return
+    xs, os_ = _row_stride(x), _row_stride(out)
+    if xs is None or os_ is None:
+        raise ValueError(
+            "triton act_and_mul: x and out must be row-strided with last-dim stride 1 (check supports_args "
+            f"first); got strides {x.stride()} and {out.stride()}"
+        )
+    d = out.shape[-1]
+    n_rows = out.numel() // d
+    block, rows_pp, warps = launch_params(x.device.type, d, x.dtype)
+    idx64 = (n_rows + rows_pp) * max(abs(xs), abs(os_)) + 2 * d + block >= 2**31
+    grid = (triton.cdiv(n_rows, rows_pp), triton.cdiv(d, block))
+    _k.act_and_mul_kernel[grid](
+        x, xs, out, os_, n_rows, d,
+        ACT=ACT_CODES[activation], ROWS=rows_pp, BLOCK_N=block, IDX64=idx64, num_warps=warps,
+    )
