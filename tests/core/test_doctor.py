@@ -21,7 +21,10 @@ def test_doctor_report_here(fresh_settings):
                                    "decided_by": "VLLM_ROCM_USE_AITER_RMSNORM=0 (environment)"}
     assert features["mha"]["enabled"] is True
     ops = {(o["op"], o["case"]): o for o in report["ops"]}
-    assert set(ops) == {(op, case) for op in ("rms_norm", "fused_add_rms_norm") for case in ("decode", "prefill")}
+    from vllm_rocm_accel.ops import dispatchers
+
+    assert set(ops) == {(op, case) for op in dispatchers() for case in ("decode", "prefill")}
+    assert {"rms_norm", "fused_add_rms_norm"} <= {op for op, _ in ops}
     for o in ops.values():
         assert o["auto"] == "torch"
         assert o["backends"]["torch"].startswith("chosen")
