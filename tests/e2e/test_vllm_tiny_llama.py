@@ -115,6 +115,9 @@ def test_routing_on_sends_rms_norm_through_our_ops(runs, mode):
     # other 2 * LAYERS norms add the residual. At least one pass per token.
     assert fused == 2 * LAYERS * rms, r["call_counts"]
     assert rms >= MAX_TOKENS, r["call_counts"]
+    # RoPE: vLLM's RotaryEmbedding routed too, one rotary_embedding call per layer per pass.
+    assert "RotaryEmbedding" in r["routed_layers"], r["routed_layers"]
+    assert _count(r, "rotary_embedding") == LAYERS * rms > 0, r["call_counts"]
     # Activation: the MLP's SiluAndMul routed too, one silu_and_mul call per layer per pass.
     assert "SiluAndMul" in r["routed_layers"], r["routed_layers"]
     assert _count(r, "silu_and_mul") == LAYERS * rms > 0, r["call_counts"]
@@ -129,6 +132,7 @@ def test_routing_off_leaves_vllm_layers_alone(runs, mode):
     assert r["routed_layers"] == [], r["routed_layers"]
     assert r["norm_classes"] == {"RMSNorm": NORMS}, r["norm_classes"]
     assert _count(r, "rms_norm") == 0 and _count(r, "fused_add_rms_norm") == 0, r["call_counts"]
+    assert _count(r, "rotary_embedding") == 0, r["call_counts"]
     assert _count(r, "silu_and_mul") == 0, r["call_counts"]
 
 

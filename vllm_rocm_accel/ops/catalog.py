@@ -20,4 +20,5 @@ OP_NAMES: tuple[str, ...] = tuple(OP_FEATURES)
 FAMILIES: tuple[str, ...] = (
     "norm",
     "activation",
+    "rope",
 )

@@ -13,6 +13,7 @@ import importlib
 FAMILIES = (
     "norm",
     "activation",
+    "rope",
 )
 
 _registered: dict[str, type] = {}
