@@ -291,6 +291,9 @@ def test_vllm_layers_routed_bit_identical(seed):
     assert rocm_accel_ops.call_counts() == {("silu_and_mul", "torch"): 2, ("gelu_and_mul", "torch"): 2}
     x64 = torch.randn(3, 8, dtype=torch.float64)  # not a dtype of ours: vLLM's own code serves it
     rocm_accel_ops.reset_call_counts()
-    assert torch.equal(silu(x64), SiluAndMul.forward_native(x64))
-    assert torch.equal(gelu(x64), F.gelu(x64[..., :4]) * x64[..., 4:])
+    # When the custom op is disabled in vLLM's (cached) compilation config, vLLM runs
+    # forward_native through torch.compile, whose silu/gelu may differ from eager in the last
+    # bit: vLLM's own result, not ours, so compared at float64 precision rather than bitwise.
+    torch.testing.assert_close(silu(x64), SiluAndMul.forward_native(x64), rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(gelu(x64), F.gelu(x64[..., :4]) * x64[..., 4:], rtol=1e-14, atol=1e-15)
     assert rocm_accel_ops.call_counts() == {}
