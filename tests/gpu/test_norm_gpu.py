@@ -95,8 +95,11 @@ def test_compile_fullgraph_and_cuda_graph(seed):
 
 def test_cached_compiled_kernel_matches_ordinary_launch(seed, monkeypatch):
     """The launcher's compiled-kernel cache serves aligned calls only, with Triton's own results."""
+    from vllm_rocm_accel.backends.triton import fast_launch
     from vllm_rocm_accel.backends.triton import norm as tn
 
+    if not fast_launch.enabled():
+        pytest.skip("fast launch is off on this platform (ROCm)")
     assert tn._FAST
     buf = torch.randn(33 * 4096 + 8, device="cuda", dtype=torch.bfloat16)
     w = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5

@@ -22,11 +22,13 @@ import torch
 import triton
 
 from ...kernels.triton import activation as _k
+from .fast_launch import FastLauncher
 from .norm import _row_stride  # the row geometry the norm launcher uses, shared
 
 _CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "activation.json")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACT_CODES = {"silu": 0, "gelu": 1, "gelu_tanh": 2}  # the kernel's ACT constexpr
+_ACT = FastLauncher(_k.act_and_mul_kernel)
 
 
 # --- launch parameters ------------------------------------------------------
@@ -69,6 +71,7 @@ def clear_caches() -> None:
     _config.cache_clear()
     _family.cache_clear()
     launch_params.cache_clear()
+    _ACT.clear()
 
 
 # --- what it can serve --------------------------------------------------------
@@ -101,8 +104,9 @@ def act_and_mul(out: torch.Tensor, x: torch.Tensor, activation: str) -> None:
     n_rows = out.numel() // d
     block, rows_pp, warps = launch_params(x.device.type, d, x.dtype)
     idx64 = (n_rows + rows_pp) * max(abs(xs), abs(os_)) + 2 * d + block >= 2**31
-    grid = (triton.cdiv(n_rows, rows_pp), triton.cdiv(d, block))
-    _k.act_and_mul_kernel[grid](
-        x, xs, out, os_, n_rows, d,
-        ACT=ACT_CODES[activation], ROWS=rows_pp, BLOCK_N=block, IDX64=idx64, num_warps=warps,
-    )
+    # 1-D grid, row block major (see the kernel); plain ints: triton.cdiv is a slow @jit call on the host.
+    # At most cdiv(rows, rows_pp) * cdiv(d, block) programs, far below the 2**31 - 1 limit for any
+    # tensor that fits in memory (2**31 programs would cover over 2**40 output elements).
+    grid = (-(-n_rows // rows_pp) * -(-d // block),)
+    # constexprs: ACT, ROWS, BLOCK_N, IDX64
+    _ACT.launch(grid, (x, xs, out, os_, n_rows, d), (ACT_CODES[activation], rows_pp, block, idx64), warps)

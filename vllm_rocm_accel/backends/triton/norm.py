@@ -23,6 +23,7 @@ import torch
 import triton
 
 from ...kernels.triton import norm as _k
+from . import fast_launch
 
 try:
     from triton.compiler import CompiledKernel as _CompiledKernel
@@ -162,11 +163,8 @@ def _row_strides(*tensors: torch.Tensor) -> tuple[int, ...]:
 # 16, all below 2**31 -- Triton's specialization of this kernel depends only on the
 # values in the key built in ``_launch``, so the CompiledKernel it returned for that key is reused and
 # launched directly. Every other call takes the ordinary path.
-_FAST = (
-    _CompiledKernel is not None
-    and hasattr(_CompiledKernel, "__getitem__")
-    and os.environ.get("TRITON_INTERPRET", "0").lower() not in ("1", "true", "on", "yes")
-)
+# Off where fast_launch is off (interpreter, old Triton, ROCm: see fast_launch's docstring).
+_FAST = fast_launch.enabled()
 _compiled: dict[tuple, tuple] = {}  # fast key -> (CompiledKernel, rows per program, constexprs)
 
 

@@ -22,9 +22,11 @@ import torch
 import triton
 
 from ...kernels.triton import rope as _k
+from .fast_launch import FastLauncher
 
 _CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "rope.json")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_ROPE = FastLauncher(_k.rope_kernel)
 
 
 # --- launch parameters ------------------------------------------------------
@@ -41,6 +43,11 @@ def _family(device_type: str) -> str:
     if device_type == "cuda":
         return "rocm" if torch.version.hip else "cuda"
     return "interpret"
+
+
+def _pow2_ceil(n: int) -> int:
+    """The smallest power of two >= max(n, 1)."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _prev_pow2(n: int) -> int:
@@ -79,6 +86,7 @@ def clear_caches() -> None:
     _config.cache_clear()
     _family.cache_clear()
     launch_params.cache_clear()
+    _ROPE.clear()
 
 
 # --- geometry -----------------------------------------------------------------
@@ -134,9 +142,11 @@ def rotary_embedding(
     has_key = key is not None
     q_heads = query.numel() // (tokens * head_size)
     k_heads = key.numel() // (tokens * head_size) if has_key else 0
-    strides = [head_strides(query, head_size), head_strides(query_out, head_size)]
+    q_st = head_strides(query, head_size)
+    strides = [q_st, q_st if inplace else head_strides(query_out, head_size)]
     if has_key:
-        strides += [head_strides(key, head_size), head_strides(key_out, head_size)]
+        k_st = head_strides(key, head_size)
+        strides += [k_st, k_st if key_out is key else head_strides(key_out, head_size)]
     if None in strides:
         raise ValueError(
             "triton rotary_embedding: query/key need a last-dim stride of 1 (check supports_args first)"
@@ -152,20 +162,22 @@ def rotary_embedding(
     block_t, groups, q_per, k_per, block_hq, block_hk, block_r, warps = launch_params(
         family, tokens, q_heads, k_heads, rot_half
     )
+    # an upper bound of every element offset the kernel forms (padded tokens and heads included)
+    cache_stride = cos_sin_cache.stride(0)
     reach = max(
-        (tokens + block_t) * abs(st) + (q_heads + k_heads + block_hq) * abs(sh) + head_size
-        for st, sh in ((qs_t, qs_h), (qos_t, qos_h), (ks_t, ks_h), (kos_t, kos_h))
+        (tokens + block_t) * max(abs(qs_t), abs(qos_t), abs(ks_t), abs(kos_t), abs(positions.stride(0)))
+        + (q_heads + k_heads + block_hq) * max(abs(qs_h), abs(qos_h), abs(ks_h), abs(kos_h)) + head_size,
+        cos_sin_cache.shape[0] * cache_stride + rotary_dim,
     )
-    reach = max(reach, cos_sin_cache.shape[0] * cos_sin_cache.stride(0) + rotary_dim,
-                (tokens + block_t) * abs(positions.stride(0)))
-    _k.rope_kernel[(triton.cdiv(tokens, block_t), groups)](
-        positions, positions.stride(0),
-        query, qs_t, qs_h, query_out, qos_t, qos_h,
-        key, ks_t, ks_h, key_out, kos_t, kos_h,
-        cos_sin_cache, cos_sin_cache.stride(0),
-        tokens, cos_sin_cache.shape[0], q_heads, k_heads, q_per, k_per,
-        ROT_HALF=rot_half, BLOCK_R=block_r, TAIL=tail, BLOCK_TAIL=triton.next_power_of_2(max(tail, 1)),
-        BLOCK_T=block_t, BLOCK_HQ=block_hq, BLOCK_HK=block_hk,
-        IS_NEOX=is_neox, HAS_KEY=has_key, INPLACE=inplace, IDX64=reach >= 2**31,
-        num_warps=warps,
+    _ROPE.launch(
+        (-(-tokens // block_t), groups),  # plain ints: triton.cdiv is a slow @jit call on the host
+        (positions, positions.stride(0),
+         query, qs_t, qs_h, query_out, qos_t, qos_h,
+         key, ks_t, ks_h, key_out, kos_t, kos_h,
+         cos_sin_cache, cache_stride,
+         tokens, cos_sin_cache.shape[0], q_heads, k_heads, q_per, k_per),
+        # ROT_HALF, BLOCK_R, TAIL, BLOCK_TAIL, BLOCK_T, BLOCK_HQ, BLOCK_HK, IS_NEOX, HAS_KEY, INPLACE, IDX64
+        (rot_half, block_r, tail, _pow2_ceil(tail), block_t, block_hq, block_hk,
+         is_neox, has_key, inplace, reach >= 2**31),
+        warps,
     )

@@ -19,8 +19,12 @@ with ``act`` one of (ACT constexpr)::
 
 Every row is addressed as ``base + row * row_stride + col`` (last-dim stride 1), with
 separate row strides for x and out, so row-strided views need no copy. A program
-covers a [ROWS, BLOCK_N] tile: ROWS rows and BLOCK_N of the d output columns; the grid
-is (row blocks, column blocks), so a few long rows still spread over every SM.
+covers a [ROWS, BLOCK_N] tile: ROWS rows and BLOCK_N of the d output columns, so a few
+long rows still spread over every SM. The grid is 1-D, row block major: the column
+blocks of one row block are launched one after another, so consecutive programs stream
+through adjacent memory. (A 2-D grid with the row block as the fastest axis sent them
+57 KB apart at d = 14336 and cost 4%: 960 us against 920 us at 32768 x 14336 bf16 on
+the H100.)
 """
 
 import triton
@@ -53,8 +57,10 @@ def act_and_mul_kernel(
     IDX64: tl.constexpr,
 ):
     """IDX64: row offsets in int64; the launcher sets it only when an offset can reach 2**31."""
-    pid_r = tl.program_id(0)
-    pid_c = tl.program_id(1)
+    n_col_blocks = tl.cdiv(d, BLOCK_N)
+    pid = tl.program_id(0)
+    pid_r = pid // n_col_blocks
+    pid_c = pid % n_col_blocks
     if IDX64:
         rows = pid_r.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
     else:
