@@ -1,4 +1,4 @@
-"""Where the host time of one small norm call goes (GPU needed).
+"""Where the host time of one small call goes (GPU needed): norm in detail, activation and RoPE profiled.
 
     python benchmarks/profile_host.py
 
@@ -45,6 +45,8 @@ def main():
         "count()": lambda: count("rms_norm", "triton"),
         "torch.empty(x.shape, dtype, device)": lambda: torch.empty(x.shape, dtype=x.dtype, device=x.device),
         "torch.empty_like(x)": lambda: torch.empty_like(x),
+        "torch.empty_like(x, memory_format=contiguous)": lambda: torch.empty_like(
+            x, memory_format=torch.contiguous_format),
         "driver.active.get_current_stream(dev)": lambda: driver.active.get_current_stream(dev),
         "a Python specialization key over the 12 args": lambda: tuple(
             (a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else (a == 1, a % 16 == 0)
@@ -58,13 +60,58 @@ def main():
     }
     for name, us in interleaved_us(cases).items():
         print(f"{us:8.2f} us  {name}")
+    profile("rms_norm(backend='triton'), 1x4096 bf16", lambda: rocm_accel_ops.rms_norm(x, w, 1e-6, backend="triton"))
+    from vllm_rocm_accel.backends.triton import activation as ta
+    from vllm_rocm_accel.backends.triton import fast_launch
+    from vllm_rocm_accel.backends.triton import rope as tr
+    from vllm_rocm_accel.inputs_activation import act_and_mul_inputs
+    from vllm_rocm_accel.inputs_rope import rope_inputs
+
+    xa = act_and_mul_inputs(1, 14336, torch.bfloat16, "cuda")
+    oa = torch.empty(1, 14336, dtype=torch.bfloat16, device="cuda")
+    pos, q, kk, cache = rope_inputs(1, 32, 8, 128, torch.bfloat16, "cuda")
+    rope_args = (pos, 1, q, 4096, 128, q, 4096, 128, kk, 1024, 128, kk, 1024, 128, cache, 128, 1, 4096, 32, 8, 32, 8)
+
+    def ordinary(launcher, fn):
+        def run():
+            launcher._on = False
+            try:
+                fn()
+            finally:
+                launcher._on = fast_launch.enabled()
+        return run
+
+    cases = {
+        "spec_key over RoPE's 22 args": lambda: fast_launch.spec_key(rope_args),
+        "act launcher, cached kernel": lambda: ta.act_and_mul(oa, xa, "silu"),
+        "act launcher, ordinary Triton launch": ordinary(ta._ACT, lambda: ta.act_and_mul(oa, xa, "silu")),
+        "facade silu_and_mul(backend='triton')": lambda: rocm_accel_ops.silu_and_mul(xa, backend="triton"),
+        "rope launcher, cached kernel": lambda: tr.rotary_embedding(pos, q, kk, q, kk, 128, cache, True),
+        "rope launcher, ordinary Triton launch": ordinary(
+            tr._ROPE, lambda: tr.rotary_embedding(pos, q, kk, q, kk, 128, cache, True)),
+        "facade rotary_embedding(backend='triton')": lambda: rocm_accel_ops.rotary_embedding(
+            pos, q, kk, 128, cache, True, backend="triton"),
+    }
+    print()
+    for name, us in interleaved_us(cases).items():
+        print(f"{us:8.2f} us  {name}")
+    profile("silu_and_mul(backend='triton'), 1x2*14336 bf16",
+            lambda: rocm_accel_ops.silu_and_mul(xa, backend="triton"))
+    profile("rotary_embedding(backend='triton'), 1 token q32/k8/d128 bf16",
+            lambda: rocm_accel_ops.rotary_embedding(pos, q, kk, 128, cache, True, backend="triton"))
+
+
+def profile(title, fn, n=3000):
+    print(f"\n=== cProfile: {title}, {n} calls")
+    for _ in range(100):
+        fn()
     prof = cProfile.Profile()
     prof.enable()
-    for _ in range(3000):
-        rocm_accel_ops.rms_norm(x, w, 1e-6, backend="triton")
+    for _ in range(n):
+        fn()
     prof.disable()
     torch.cuda.synchronize()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(14)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,8 @@ def _triton_run(positions, query, key, head_size, cache, is_neox, inplace):
     if inplace:
         _triton().rotary_embedding(positions, query, key, query, key, head_size, cache, is_neox)
         return query, key
-    q_out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
-    k_out = None if key is None else torch.empty(key.shape, dtype=key.dtype, device=key.device)
+    q_out = torch.empty_like(query, memory_format=torch.contiguous_format)  # cheaper on the host than torch.empty(shape, ...): profile_host.py
+    k_out = None if key is None else torch.empty_like(key, memory_format=torch.contiguous_format)
     _triton().rotary_embedding(positions, query, key, q_out, k_out, head_size, cache, is_neox)
     return q_out, k_out
 
@@ -101,7 +101,9 @@ def _run(positions, query, key, head_size, cos_sin_cache, is_neox, rotary_dim, b
     if positions.shape[0] == 0:
         if inplace:
             return query, key
-        return torch.empty_like(query), (None if key is None else torch.empty_like(key))
+        cf = torch.contiguous_format
+        return (torch.empty_like(query, memory_format=cf),
+                None if key is None else torch.empty_like(key, memory_format=cf))
     return impl.run(positions, query, key, head_size, cos_sin_cache, is_neox, inplace)
 
 
