@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from . import platform, settings
+from . import fp8, platform, settings
 from .checks.norm import check_rms_norm_args
 from .ops import register_all
 from .ops.stats import call_counts, reset as reset_call_counts
@@ -152,6 +152,62 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
         q, k = _OPS["rotary_embedding"](positions, query, key, head_size, cos_sin_cache, is_neox, rotary_dim,
                                         backend or "auto")
         return q, (k if key is not None else None)
+
+    # -- FP8 quantization -----------------------------------------------------
+    @staticmethod
+    def is_linear_enabled() -> bool:
+        return rocm_accel_ops.is_feature_enabled("linear")
+
+    @staticmethod
+    def fp8_dtype(device=None) -> torch.dtype:
+        """This device's FP8 format: float8_e4m3fnuz on gfx94x (MI300), float8_e4m3fn elsewhere."""
+        return fp8.fp8_dtype(device)
+
+    @staticmethod
+    def per_tensor_quant(
+        x: torch.Tensor,
+        scale: Optional[torch.Tensor] = None,
+        dtype: Optional[torch.dtype] = None,
+        backend: Optional[str] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, scale (1,)): dynamic when ``scale`` is None, static otherwise."""
+        if not (isinstance(x, _Tensor) and (scale is None or isinstance(scale, _Tensor))
+                and (dtype is None or isinstance(dtype, torch.dtype))):
+            from .checks.quant import check_per_tensor_args
+
+            check_per_tensor_args(x, scale, dtype)
+        return _OPS["per_tensor_quant"](x, scale, dtype, backend or "auto")
+
+    @staticmethod
+    def per_token_quant(
+        x: torch.Tensor,
+        dtype: Optional[torch.dtype] = None,
+        scale_ub: Optional[torch.Tensor] = None,
+        backend: Optional[str] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, scales (..., 1)); ``scale_ub`` caps each row's max |x|."""
+        if not (isinstance(x, _Tensor) and (scale_ub is None or isinstance(scale_ub, _Tensor))
+                and (dtype is None or isinstance(dtype, torch.dtype))):
+            from .checks.quant import check_per_token_args
+
+            check_per_token_args(x, dtype, scale_ub)
+        return _OPS["per_token_quant"](x, dtype, scale_ub, backend or "auto")
+
+    @staticmethod
+    def per_token_group_quant(
+        x: torch.Tensor,
+        group_size: int = 128,
+        column_major_scales: bool = False,
+        dtype: Optional[torch.dtype] = None,
+        backend: Optional[str] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, scales (..., H // group_size)), column-major scales when asked."""
+        if not (isinstance(x, _Tensor) and isinstance(group_size, int) and not isinstance(group_size, bool)
+                and isinstance(column_major_scales, bool) and (dtype is None or isinstance(dtype, torch.dtype))):
+            from .checks.quant import check_per_token_group_args
+
+            check_per_token_group_args(x, group_size, column_major_scales, dtype)
+        return _OPS["per_token_group_quant"](x, group_size, column_major_scales, dtype, backend or "auto")
 
     # -- introspection --------------------------------------------------------
     call_counts = staticmethod(call_counts)

@@ -14,6 +14,9 @@ OP_FEATURES: dict[str, str | None] = {
     "silu_and_mul": None,
     "gelu_and_mul": None,
     "rotary_embedding": "triton_rope",
+    "per_tensor_quant": "linear",
+    "per_token_quant": "linear",
+    "per_token_group_quant": "linear",
 }
 OP_NAMES: tuple[str, ...] = tuple(OP_FEATURES)
 
@@ -21,4 +24,5 @@ FAMILIES: tuple[str, ...] = (
     "norm",
     "activation",
     "rope",
+    "quant",
 )
