@@ -1,0 +1,302 @@
+"""The Triton FP8 quant launchers against the torch reference (``backends/torch/quant.py``).
+
+On the CPU the kernels run under TRITON_INTERPRET (tests/conftest.py), with the kernel's own
+integer FP8 encoder (the interpreter's cast is not round-to-nearest-even); on a GPU, natively.
+Either way the launchers are built to agree with the reference on the same device bit for bit,
+so after the explanatory checks (scales within rtol 1e-6, dequantized values within one FP8
+ulp) the quantized bytes must be identical.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+import torch
+
+from helpers import assert_close_verbose
+from vllm_rocm_accel import fp8
+from vllm_rocm_accel.backends.torch import quant as ref
+from vllm_rocm_accel.backends.triton import quant as tq
+
+DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+FN, FNUZ = torch.float8_e4m3fn, torch.float8_e4m3fnuz
+FORMATS = [FN, FNUZ]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+MIN_NORMAL_EXP = {FN: -6, FNUZ: -7}
+
+
+# --- inputs and checks ------------------------------------------------------------------------
+def make_x(lead: tuple, hidden: int, dtype, *, row_pad: int = 0) -> torch.Tensor:
+    """Random rows whose magnitudes span ~6 binades (so small values land on FP8 subnormals),
+    as a row-strided view ``full[..., :hidden]`` when ``row_pad``."""
+    full = torch.randn(lead + (hidden + row_pad,), device=DEVICE) * 3
+    full *= torch.exp2(torch.empty(lead + (1,), device=DEVICE).uniform_(-3, 3))
+    full = full.to(dtype)
+    return full[..., :hidden] if row_pad else full
+
+
+def fp8_ulp(v: torch.Tensor, fmt) -> torch.Tensor:
+    """Spacing of ``fmt`` (3 mantissa bits) at |v| (float64), subnormal spacing below the normals."""
+    e = torch.floor(torch.log2(v.abs().clamp(min=1e-300))).clamp(min=MIN_NORMAL_EXP[fmt])
+    return torch.pow(2.0, e - 3)
+
+
+def dequant(q: torch.Tensor, scales: torch.Tensor, group: int = 0) -> torch.Tensor:
+    s = scales.double()
+    if group:
+        s = s.repeat_interleave(group, dim=-1)
+    return q.double() * s
+
+
+def check(q, s, qr, sr, fmt, msg, group: int = 0) -> None:
+    """Scales, dequantized values, then bytes, each failure saying where and by how much."""
+    assert q.dtype == fmt and q.shape == qr.shape, f"{msg}: q {q.dtype} {tuple(q.shape)}"
+    assert s.dtype == torch.float32 and s.shape == sr.shape, f"{msg}: scales {s.dtype} {tuple(s.shape)}"
+    assert torch.isfinite(s).all() and (s > 0).all(), f"{msg}: non-finite or non-positive scales"
+    assert_close_verbose(s, sr, atol=0, rtol=1e-6, msg=f"{msg} scales")
+    want = dequant(qr, sr, group)
+    got = dequant(q, s, group)
+    ulp = dequant(fp8_ulp(qr.double(), fmt), sr, group)  # one FP8 step at the reference value, dequantized
+    bad = (got - want).abs() > ulp * (1 + 1e-6)
+    assert not bad.any(), (f"{msg}: {int(bad.sum())} of {q.numel()} dequantized values off by more than one FP8 ulp; "
+                           f"first at {[int(i) for i in bad.nonzero()[0]]}: got {got[bad][0].item()} "
+                           f"want {want[bad][0].item()}")
+    diff = q.view(torch.uint8) != qr.view(torch.uint8)
+    assert not diff.any(), (f"{msg}: {int(diff.sum())} of {q.numel()} FP8 bytes differ from the reference (all within "
+                            f"one ulp); first at {[int(i) for i in diff.nonzero()[0]]}: got "
+                            f"{q.view(torch.uint8)[diff][0].item():#04x} want {qr.view(torch.uint8)[diff][0].item():#04x}")
+
+
+def run_per_tensor(x, fmt, static=None):
+    q = torch.full(x.shape, float("nan"), device=DEVICE).to(fmt)  # poisoned: every byte must be written
+    s = torch.full((1,), -1.0, device=DEVICE)
+    tq.per_tensor_quant(q, s, x, static)
+    return q, s
+
+
+def run_per_token(x, fmt, ub=None):
+    q = torch.full(x.shape, float("nan"), device=DEVICE).to(fmt)
+    s = torch.full(tuple(x.shape[:-1]) + (1,), -1.0, device=DEVICE)
+    tq.per_token_quant(q, s, x, ub)
+    return q, s
+
+
+def run_per_token_group(x, fmt, group, column_major):
+    q = torch.full(x.shape, float("nan"), device=DEVICE).to(fmt)
+    s = ref.per_token_group_scales_layout(tuple(x.shape[:-1]), x.shape[-1] // group, column_major, DEVICE)
+    s.fill_(-1.0)
+    tq.per_token_group_quant(q, s, x, group)
+    return q, s
+
+
+@pytest.fixture
+def config(monkeypatch):
+    """Edit the launch config for one test: ``config()["interpret"]["per_token"][...] = ...``."""
+    import copy
+
+    edited = copy.deepcopy(tq._config())
+    tq.clear_caches()
+    monkeypatch.setattr(tq, "_config", functools.lru_cache(maxsize=1)(lambda: edited))
+    yield lambda: edited
+    monkeypatch.undo()
+    tq.clear_caches()
+
+
+# --- the FP8 encoding ---------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_fp8_value_midpoint_and_neighbour_rounds_like_torch(fmt):
+    """scale 1: q must be torch's own RNE cast of clamp(x) for every FP8 value, every midpoint
+    between neighbours (ties to even), the floats just either side of it, subnormals, zero, and
+    values past the max (clamped)."""
+    m = fp8.fp8_max(fmt)
+    vals = torch.arange(256, dtype=torch.uint8).view(fmt).float()
+    vals = vals[torch.isfinite(vals) & (vals >= 0)].unique()  # sorted, 0 .. max
+    mids = (vals[1:].double() + vals[:-1].double()).div(2).float()  # exact in float32
+    up = torch.nextafter(mids, torch.full_like(mids, float("inf")))
+    down = torch.nextafter(mids, torch.zeros_like(mids))
+    extra = torch.tensor([m * 1.01, m * 4, 1e30, 1e-30, float(vals[1]) / 2, float(vals[1]) / 3])
+    pos = torch.cat([vals, mids, up, down, extra])
+    x = torch.cat([pos, -pos])
+    x = torch.nn.functional.pad(x, (0, (-x.numel()) % 128)).reshape(-1, 128).to(DEVICE)
+    one = torch.ones(1, device=DEVICE)
+    q, s = run_per_tensor(x, fmt, one)
+    want = x.clamp(-m, m).to(fmt)
+    assert torch.equal(s, one)
+    check(q, s, want, one, fmt, f"encoding {fmt}")
+
+
+# --- per tensor ---------------------------------------------------------------------------------
+SHAPES = [((1,), 64), ((7,), 200), ((2, 3), 96)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead,hidden", SHAPES)
+def test_per_tensor_dynamic(seed, fmt, dtype, lead, hidden):
+    x = make_x(lead, hidden, dtype)
+    q, s = run_per_tensor(x, fmt)
+    qr, sr = ref.per_tensor_quant(x, None, fmt)
+    check(q, s, qr, sr, fmt, f"per_tensor {lead} {hidden} {dtype}")
+    assert (q.view(torch.uint8) & 0x7F == 0x7E + (fmt == FNUZ)).any(), "the amax element must quantize to the max"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_per_tensor_static_and_strided_rows(seed, fmt):
+    x = make_x((5,), 96, torch.bfloat16, row_pad=32)
+    assert not x.is_contiguous()
+    static = torch.tensor([0.01], device=DEVICE)  # 0.01 * fp8_max < max |x|: some values clamp
+    keep = static.clone()
+    q, s = run_per_tensor(x, fmt, static)
+    qr, sr = ref.per_tensor_quant(x.contiguous(), static, fmt)
+    assert torch.equal(static, keep) and s.data_ptr() != static.data_ptr()
+    assert torch.equal(s, static)
+    check(q, s, qr, sr, fmt, "static")
+    assert (q.float().abs() == fp8.fp8_max(fmt)).any(), "nothing clamped: the test lost its point"
+    q, s = run_per_tensor(x, fmt)
+    qr, sr = ref.per_tensor_quant(x.contiguous(), None, fmt)
+    check(q, s, qr, sr, fmt, "dynamic, strided rows")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_per_tensor_all_zero(fmt):
+    x = torch.zeros(3, 40, dtype=torch.bfloat16, device=DEVICE)
+    q, s = run_per_tensor(x, fmt)
+    assert s.item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(fmt), rel=1e-6)
+    assert not q.view(torch.uint8).any(), "zeros must quantize to +0"
+    check(q, s, *ref.per_tensor_quant(x, None, fmt), fmt, "zeros")
+
+
+# --- per token ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead,hidden,row_pad", [((5,), 64, 0), ((7,), 200, 0), ((2, 3), 96, 16), ((3,), 130, 6)])
+def test_per_token(seed, fmt, dtype, lead, hidden, row_pad):
+    """On the interpreter's config 64/96 take whole rows per program, 200/130 the looped kernel."""
+    x = make_x(lead, hidden, dtype, row_pad=row_pad)
+    x.view(-1, hidden)[1] = 0  # an all-zero row (view(-1) of the strided ones fails loudly if it would copy)
+    q, s = run_per_token(x, fmt)
+    qr, sr = ref.per_token_quant(x, fmt, None)
+    check(q, s, qr, sr, fmt, f"per_token {lead} {hidden} {dtype} pad {row_pad}")
+    zero_q, zero_s = q.reshape(-1, hidden)[1], s.reshape(-1)[1]
+    assert not zero_q.view(torch.uint8).any() and zero_s.item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(fmt))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("hidden", [64, 200])
+def test_per_token_scale_ub_caps_rows(seed, fmt, hidden):
+    x = make_x((6,), hidden, torch.float16)
+    x[0] = 0
+    amax = x.float().abs().amax(-1)
+    ub = amax[1:].median().reshape(1).clone()  # caps about half of the rows
+    q, s = run_per_token(x, fmt, ub)
+    qr, sr = ref.per_token_quant(x, fmt, ub)
+    check(q, s, qr, sr, fmt, f"scale_ub {hidden}")
+    capped = amax > ub
+    assert capped.any() and (~capped).any(), "the cap must bind on some rows and not on others"
+    torch.testing.assert_close(s[capped, 0], (ub / fp8.fp8_max(fmt)).expand(int(capped.sum())), rtol=1e-6, atol=0)
+    assert (q[capped].float().abs() == fp8.fp8_max(fmt)).any(), "capped rows clamp"
+
+
+def test_per_token_single_pass_and_looped_agree(seed, config):
+    x = make_x((4,), 200, torch.bfloat16)
+    qr, sr = ref.per_token_quant(x, FN, None)
+    section = config()[tq._family(x.device.type)]["per_token"]
+    section["single_pass_max_idle"] = 1.0
+    for single_max in (128, 256):  # looped, then whole rows (BLOCK_N 256)
+        section["single_pass_max_cols"] = single_max
+        tq.clear_caches()
+        assert (tq.per_token_params(x.device.type, 200, x.dtype)[0] <= 4) == (single_max < 200)
+        q, s = run_per_token(x, FN)
+        check(q, s, qr, sr, FN, f"single_pass_max_cols {single_max}")
+
+
+# --- per token group -----------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("column_major", [False, True])
+@pytest.mark.parametrize("lead,hidden,group,row_pad", [
+    ((3,), 256, 128, 0),     # one program's tiles span rows
+    ((2, 3), 96, 32, 16),    # leading dims, strided rows, H not a power of two
+    ((5,), 48, 16, 0),
+    ((4,), 96, 96, 8),       # a group that is not a power of two: padded, masked block
+    ((3,), 120, 24, 0),
+])
+def test_per_token_group(seed, fmt, dtype, column_major, lead, hidden, group, row_pad):
+    x = make_x(lead, hidden, dtype, row_pad=row_pad)
+    x[(0,) * len(lead)][:group] = 0  # an all-zero group
+    q, s = run_per_token_group(x, fmt, group, column_major)
+    qr, sr = ref.per_token_group_quant(x, group, column_major, fmt)
+    assert s.stride() == sr.stride(), "the scales keep the layout they were given"
+    check(q, s, qr, sr, fmt, f"group {group} {lead} {hidden} {dtype} cm={column_major}", group)
+    first = (0,) * len(lead)
+    assert not q[first][:group].view(torch.uint8).any()
+    assert s[first][0].item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(fmt))
+
+
+def test_per_token_group_column_major_scale_positions(seed):
+    """Each scale lands at its (token, group): compare with amax / max computed directly."""
+    x = make_x((6,), 128, torch.float32)
+    q, s = run_per_token_group(x, FN, 32, True)
+    assert s.stride() == (1, 6)
+    want = x.abs().reshape(6, 4, 32).amax(-1).clamp(min=fp8.AMAX_FLOOR) / fp8.fp8_max(FN)
+    torch.testing.assert_close(s, want, rtol=1e-6, atol=0)
+
+
+# --- edges -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_empty_inputs(fmt):
+    floor = torch.tensor([fp8.AMAX_FLOOR], device=DEVICE) / fp8.fp8_max(fmt)
+    x = torch.empty(0, 64, device=DEVICE)
+    q, s = run_per_tensor(x, fmt)
+    assert q.shape == (0, 64) and torch.equal(s, floor)
+    static = torch.tensor([0.5], device=DEVICE)
+    assert torch.equal(run_per_tensor(x, fmt, static)[1], static)
+    q, s = run_per_token(x, fmt)
+    assert s.shape == (0, 1)
+    q, s = run_per_token(torch.empty(3, 0, device=DEVICE), fmt)  # rows of width 0: amax 0
+    assert torch.equal(s, floor.expand(3, 1))
+    q, s = run_per_token_group(x, fmt, 32, True)
+    assert s.shape == (0, 2)
+
+
+def test_supports_args():
+    x = torch.zeros(4, 64, dtype=torch.bfloat16)
+    one = torch.ones(1)
+    assert tq.supports_args_per_tensor(x, None, FN) is None
+    assert tq.supports_args_per_tensor(x[:, :32], one, FNUZ) is None  # row-strided view: served in place
+    assert tq.supports_args_per_token(x.reshape(2, 2, 64), FN, one) is None
+    assert tq.supports_args_per_token_group(x, 16, True, FN) is None
+    assert "dtype" in tq.supports_args_per_tensor(x.to(torch.int32), None, FN)
+    assert "rows" in tq.supports_args_per_token(x.t(), FN, None)
+    assert "rows" in tq.supports_args_per_token(torch.zeros(4, 6, 64)[:, ::2].transpose(0, 1), FN, None)
+    assert "float8" in tq.supports_args_per_token(x, torch.float16, None)
+    assert "scale_ub" in tq.supports_args_per_token(x, FN, torch.ones(2))
+    assert "scale" in tq.supports_args_per_tensor(x, torch.ones(1, dtype=torch.float16), FN)
+    assert "group_size" in tq.supports_args_per_token_group(x, 48, False, FN)
+
+
+def test_config_families_are_complete(config, monkeypatch):
+    """Every family's sections load, with power-of-two sizes, and choose the FP8 encoding path
+    expected: native e4m3fn on NVIDIA, in-kernel encoding for fnuz there and under the interpreter."""
+    families = [k for k in config() if not k.startswith("_")]
+    assert set(families) >= {"cuda", "rocm", "interpret"}
+    sw = {}
+    for family in families:
+        tq.clear_caches()
+        monkeypatch.setattr(tq, "_family", functools.lru_cache(lambda device_type, _f=family: _f))
+        for h in (1, 64, 96, 4096, 7168, 20000):
+            block, rows, warps, progs = tq.per_tensor_params("cuda", h, torch.bfloat16)
+            assert block <= 2 * h and rows >= 1 and warps >= 1 and progs >= 1
+            looped_from, block, rows, warps, lblock, lwarps = tq.per_token_params("cuda", h, torch.float32)
+            assert block >= h and rows >= 1 and lblock >= 1 and warps >= 1 and lwarps >= 1
+        for g in (16, 96, 128):
+            block_g, brackets = tq.per_token_group_params("cuda", g, torch.float16)
+            assert block_g >= g and all(t >= 1 for _, t, _ in brackets)
+        sw[family] = tuple(tq.format_params("cuda", fmt)[2] for fmt in FORMATS)
+        if family == "cuda":  # rows padded far from a power of two take the looped kernel
+            looped_from = [tq.per_token_params("cuda", h, torch.bfloat16)[0] for h in (4096, 5120, 8192, 20000)]
+            assert looped_from[0] > 2**40 and 1 < looped_from[1] < 2**40 and looped_from[2] > 2**40
+            assert looped_from[3] == 0
+    assert sw["cuda"] == (False, True) and sw["interpret"] == (True, True) and sw["rocm"] == (False, False)

@@ -1,0 +1,70 @@
+"""The FP8 quant family on a real GPU (skipped without one): Triton kernels compiled for the device,
+against the torch reference and float64."""
+
+import pytest
+import torch
+
+from vllm_rocm_accel import fp8, rocm_accel_ops
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
+
+FORMATS = [torch.float8_e4m3fn, torch.float8_e4m3fnuz]
+
+
+def _x(tokens, hidden, dtype, row_pad=0):
+    full = torch.randn(tokens, hidden + row_pad, device="cuda").mul_(3).to(dtype)
+    full[0] = 0  # an all-zero row
+    return full[:, :hidden] if row_pad else full
+
+
+def _agree(q, s, qr, sr, fmt, msg):
+    torch.testing.assert_close(s, sr, rtol=1e-6, atol=0, msg=msg)
+    diff = (q.double() - qr.double()).abs()
+    ulp = torch.pow(2.0, torch.floor(torch.log2(qr.double().abs().clamp(min=1e-30))).clamp(min=-7) - 3)
+    assert (diff <= ulp).all(), f"{msg}: {int((diff > ulp).sum())} values differ by more than one FP8 ulp"
+    same = (q.view(torch.uint8) == qr.view(torch.uint8)).float().mean().item()
+    assert same > 0.999, f"{msg}: only {same:.4%} of q bit-identical to the torch reference"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("tokens,hidden", [(1, 4096), (7, 7168), (257, 4096), (4099, 1536)])
+def test_triton_matches_torch_reference(seed, fmt, dtype, tokens, hidden):
+    x = _x(tokens, hidden, dtype)
+    for op, kwargs in (("per_tensor_quant", {}), ("per_token_quant", {}),
+                       ("per_token_group_quant", {"group_size": 128}),
+                       ("per_token_group_quant", {"group_size": 128, "column_major_scales": True}),
+                       ("per_token_quant", {"scale_ub": torch.tensor(2.5, device="cuda")})):
+        fn = getattr(rocm_accel_ops, op)
+        q, s = fn(x, dtype=fmt, backend="triton", **kwargs)
+        qr, sr = fn(x, dtype=fmt, backend="torch", **kwargs)
+        assert s.shape == sr.shape and s.stride() == sr.stride() and q.stride() == qr.stride()
+        _agree(q, s, qr, sr, fmt, f"{op} {kwargs} {tokens}x{hidden} {dtype}")
+    zero_q, zero_s = rocm_accel_ops.per_token_quant(x, dtype=fmt, backend="triton")
+    assert not zero_q[0].float().any() and zero_s[0].item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(fmt))
+
+
+def test_strided_rows_and_static_scale(seed):
+    fmt = fp8.fp8_dtype(torch.device("cuda"))
+    x = _x(33, 2048, torch.bfloat16, row_pad=64)
+    assert not x.is_contiguous()
+    for op in ("per_token_quant", "per_token_group_quant"):
+        fn = getattr(rocm_accel_ops, op)
+        q, s = fn(x, dtype=fmt, backend="triton")
+        qr, sr = fn(x.contiguous(), dtype=fmt, backend="torch")
+        _agree(q, s, qr, sr, fmt, op)
+    static = torch.tensor([0.01], device="cuda")
+    q, s = rocm_accel_ops.per_tensor_quant(x, static, dtype=fmt, backend="triton")
+    qr, sr = rocm_accel_ops.per_tensor_quant(x, static, dtype=fmt, backend="torch")
+    _agree(q, s, qr, sr, fmt, "static")
+
+
+def test_compile_fullgraph_on_gpu(seed):
+    def f(h):
+        q, s = rocm_accel_ops.per_token_group_quant(h, 128, True)
+        return (q.float().reshape(h.shape[0], -1, 128) * s.unsqueeze(-1)).reshape(h.shape)
+
+    h = torch.randn(64, 4096, device="cuda", dtype=torch.bfloat16)
+    torch._dynamo.reset()
+    got = torch.compile(f, fullgraph=True)(h)
+    torch.testing.assert_close(got, f(h), atol=0, rtol=0)

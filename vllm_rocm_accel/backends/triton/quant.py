@@ -1,0 +1,323 @@
+"""Triton FP8 quant launchers: grids and launch parameters for ``kernels/triton/quant.py``.
+
+The launchers write into the outputs they are given; the op layer allocates (q contiguous in
+the FP8 format, float32 scales), validates, and asks the ``supports_args_*`` predicates first:
+
+* :func:`per_tensor_quant` -- dynamic: ``scale_out`` is zeroed, an amax kernel maxes the scale
+  of its tiles into it atomically, then the quantize kernel reads it; static: one kernel
+  quantizes with ``static_scale`` and copies it to ``scale_out``;
+* :func:`per_token_quant` -- one kernel: whole rows in registers, or a looped two-pass kernel
+  for rows too long for that or too far from a power of two (config ``per_token``);
+* :func:`per_token_group_quant` -- one kernel over (token, group) tiles; scales are written
+  through a token stride and a group stride, so row- and column-major scales both work.
+
+Rows of x and q are addressed as ``base + row * row_stride + col``: any tensor whose last dim
+has stride 1 and whose leading dims collapse to one row stride (``big[:, :H]``, N-D views of
+such rows) is used in place, without a copy.
+
+Launch parameters are data (``configs/quant.json``), keyed by device family; the choices per
+(device type, width, dtype) are cached, so a call does only integer work on the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Optional
+
+import torch
+
+from ...fp8 import AMAX_FLOOR, FNUZ, FP8_DTYPES, fp8_max
+from ...kernels.triton import quant as _k
+from .fast_launch import FastLauncher
+from .norm import _row_stride  # the row geometry the norm launcher uses, shared
+
+_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "quant.json")
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_AMAX = FastLauncher(_k.amax_scale_kernel)
+_QUANT = FastLauncher(_k.quant_with_scale_kernel)
+_TOKEN = FastLauncher(_k.per_token_quant_kernel)
+_TOKEN_LOOPED = FastLauncher(_k.per_token_quant_looped_kernel)
+_GROUP = FastLauncher(_k.per_token_group_quant_kernel)
+_LAUNCHERS = (_AMAX, _QUANT, _TOKEN, _TOKEN_LOOPED, _GROUP)
+_I32 = 2**31
+_NEVER = 2**63
+
+
+# --- launch parameters ------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _config() -> dict:
+    with open(_CONFIG_PATH) as f:
+        return json.load(f)
+
+
+@functools.lru_cache(maxsize=None)
+def _family(device_type: str) -> str:
+    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
+        return "interpret"
+    if device_type == "cuda":
+        return "rocm" if torch.version.hip else "cuda"
+    return "interpret"
+
+
+def _family_config(device_type: str) -> dict:
+    cfg = _config()
+    return cfg.get(_family(device_type)) or cfg["cuda"]
+
+
+def _table(section: dict, dtype: torch.dtype) -> list:
+    tables = section["tables"]
+    return tables.get(str(dtype).removeprefix("torch."), tables["default"])
+
+
+def _pow2(name: str, value: int) -> int:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"quant.json: {name} must be a power of two, got {value}")
+    return value
+
+
+def _pow2_ceil(n: int) -> int:
+    """The smallest power of two >= max(n, 1)."""
+    return 1 << max(0, n - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=None)
+def format_params(device_type: str, fmt: torch.dtype) -> tuple[float, bool, bool, bool]:
+    """(FP8_MAX, FNUZ, SW_FP8, RCP_SCALE) for quantizing into ``fmt`` on ``device_type``.
+
+    SW_FP8 where the family does not convert to ``fmt`` natively (config ``native_fp8``);
+    RCP_SCALE off the CPU, where torch's reference takes the scale as a product with the
+    float32 reciprocal of fp8_max (see the kernels' docstring).
+    """
+    native = str(fmt).removeprefix("torch.") in _family_config(device_type)["native_fp8"]
+    return fp8_max(fmt), fmt == FNUZ, not native, device_type != "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def per_tensor_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(BLOCK_N, rows_per_program, num_warps, amax_programs) for rows of ``n_cols`` elements."""
+    section = _family_config(device_type)["per_tensor"]
+    table = _table(section, dtype)
+    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
+    block = min(_pow2("block_n", int(entry["block_n"])), _pow2_ceil(n_cols))
+    rows = _pow2("rows_per_program", int(entry["rows_per_program"]))
+    return block, rows, int(entry["num_warps"]), max(1, int(section["amax_programs"]))
+
+
+@functools.lru_cache(maxsize=None)
+def per_token_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[int, int, int, int, int, int]:
+    """(looped_from_rows, BLOCK_N, rows_per_program, num_warps, looped BLOCK_N, looped num_warps) for
+    rows of ``n_cols`` elements: calls of at least ``looped_from_rows`` rows take the looped kernel."""
+    section = _family_config(device_type)["per_token"]
+    looped = section["looped"]
+    lentry = next((e for e in looped if n_cols <= e["max_cols"]), looped[-1])
+    lblock, lwarps = _pow2("looped block", int(lentry["block"])), int(lentry["num_warps"])
+    block = _pow2_ceil(n_cols)
+    if n_cols > section["single_pass_max_cols"]:
+        return 0, block, 1, lwarps, lblock, lwarps
+    table = _table(section, dtype)
+    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
+    idle = 1 - n_cols / block  # share of a single-pass tile that padding leaves idle
+    padded = n_cols > lblock and idle > section["single_pass_max_idle"]
+    looped_from = int(section["padded_looped_min_rows"]) if padded else _NEVER
+    return (looped_from, block, _pow2("rows_per_program", int(entry["rows_per_program"])), int(entry["num_warps"]),
+            lblock, lwarps)
+
+
+@functools.lru_cache(maxsize=None)
+def per_token_group_params(device_type: str, group_size: int, dtype: torch.dtype) -> tuple[int, tuple]:
+    """(BLOCK_G, ((max_tiles, tiles_per_program, num_warps), ...)) for groups of ``group_size``."""
+    block_g = _pow2_ceil(group_size)
+    brackets = tuple(
+        (int(e["max_tiles"]), max(1, _pow2("elements_per_program", int(e["elements_per_program"])) // block_g),
+         int(e["num_warps"]))
+        for e in _table(_family_config(device_type)["per_token_group"], dtype)
+    )
+    return block_g, brackets
+
+
+def clear_caches() -> None:
+    """Forget the loaded config and every cached launch choice (for tests and retuning)."""
+    _config.cache_clear()
+    _family.cache_clear()
+    format_params.cache_clear()
+    per_tensor_params.cache_clear()
+    per_token_params.cache_clear()
+    per_token_group_params.cache_clear()
+    for launcher in _LAUNCHERS:
+        launcher.clear()
+
+
+# --- geometry -----------------------------------------------------------------
+def _token_stride(t: torch.Tensor) -> Optional[int]:
+    """Stride between consecutive tokens when ``t``'s leading dims are flattened into one (any
+    last-dim stride: column-major scales have a large one), or None if that needs a copy."""
+    shape, stride = t.shape, t.stride()
+    token_stride = None
+    span = 0
+    for i in range(len(shape) - 2, -1, -1):  # innermost leading dim first
+        if shape[i] == 1:
+            continue
+        if token_stride is None:
+            token_stride = stride[i]
+        elif stride[i] != span:
+            return None
+        span = stride[i] * shape[i]
+    return 0 if token_stride is None else token_stride  # one token: any stride
+
+
+def _strides(op: str, x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> tuple[int, int, int]:
+    xs, qs, ss = _row_stride(x), _row_stride(q), _token_stride(scales)
+    if xs is None or qs is None or ss is None:
+        raise ValueError(
+            f"triton {op}: x and q_out must be row-strided with last-dim stride 1 and the scales' leading dims "
+            f"must flatten without a copy (check supports_args first); got strides {x.stride()}, {q.stride()}, "
+            f"{scales.stride()}"
+        )
+    return xs, qs, ss  # torch strides are never negative
+
+
+def _encoded(q_out: torch.Tensor, sw_fp8: bool) -> torch.Tensor:
+    """What the kernel stores into: the FP8 tensor, or its bytes when the kernel encodes them itself."""
+    return q_out.view(torch.uint8) if sw_fp8 else q_out
+
+
+def _floor_scales(scales: torch.Tensor, fmt: torch.dtype) -> None:
+    """Scales of all-zero (or empty) data, computed as the torch reference does on that device."""
+    scales.fill_(AMAX_FLOOR).div_(fp8_max(fmt))
+
+
+# --- what it can serve --------------------------------------------------------
+def _x_reason(x: torch.Tensor) -> Optional[str]:
+    if x.dtype not in _DTYPES:
+        return f"x dtype {x.dtype} is not float32/float16/bfloat16"
+    if x.dim() < 1:
+        return "x is 0-d"
+    if x.numel() and _row_stride(x) is None:
+        return (f"x (shape {tuple(x.shape)}, stride {x.stride()}) cannot be viewed as rows with last-dim stride 1 "
+                "without a copy")
+    return None
+
+
+def _format_reason(dtype) -> Optional[str]:
+    if dtype is not None and dtype not in FP8_DTYPES:
+        return f"dtype {dtype} is not float8_e4m3fn/float8_e4m3fnuz"
+    return None
+
+
+def _one_float_reason(name: str, t: Optional[torch.Tensor]) -> Optional[str]:
+    if t is not None and (t.dtype != torch.float32 or t.numel() != 1):
+        return f"{name} must be one float32 element (got {t.dtype}, shape {tuple(t.shape)})"
+    return None
+
+
+def supports_args_per_tensor(x: torch.Tensor, scale: Optional[torch.Tensor], dtype) -> Optional[str]:
+    """None when :func:`per_tensor_quant` can serve these arguments, else a short reason."""
+    return _x_reason(x) or _format_reason(dtype) or _one_float_reason("scale", scale)
+
+
+def supports_args_per_token(x: torch.Tensor, dtype, scale_ub: Optional[torch.Tensor]) -> Optional[str]:
+    """None when :func:`per_token_quant` can serve these arguments, else a short reason."""
+    return _x_reason(x) or _format_reason(dtype) or _one_float_reason("scale_ub", scale_ub)
+
+
+def supports_args_per_token_group(x: torch.Tensor, group_size: int, column_major: bool, dtype) -> Optional[str]:
+    """None when :func:`per_token_group_quant` can serve these arguments, else a short reason."""
+    reason = _x_reason(x) or _format_reason(dtype)
+    if reason:
+        return reason
+    if not isinstance(group_size, int) or group_size <= 0 or x.shape[-1] % group_size:
+        return f"group_size {group_size!r} does not divide the hidden size {x.shape[-1]}"
+    return None
+
+
+# --- launchers ----------------------------------------------------------------
+def per_tensor_quant(q_out: torch.Tensor, scale_out: torch.Tensor, x: torch.Tensor,
+                     static_scale: Optional[torch.Tensor]) -> None:
+    """``q_out <- quantize(x, scale)``, ``scale_out`` (float32 (1,)) <- scale: dynamic (from max |x|)
+    when ``static_scale`` is None, else ``static_scale`` (one float32 element)."""
+    fmt = q_out.dtype
+    if x.numel() == 0:
+        if static_scale is None:
+            _floor_scales(scale_out, fmt)
+        else:
+            scale_out.copy_(static_scale.reshape(1))
+        return
+    xs, qs, _ = _strides("per_tensor_quant", x, q_out, scale_out)
+    dev = x.device.type
+    fmax, fnuz, sw, rcp = format_params(dev, fmt)
+    n_cols = x.shape[-1]
+    n_rows = x.numel() // n_cols
+    block, rows_pp, warps, amax_progs = per_tensor_params(dev, n_cols, x.dtype)
+    idx64 = (n_rows + rows_pp) * max(xs, qs) + n_cols + block >= _I32
+    # plain ints: triton.cdiv is a slow @jit call on the host
+    n_tiles = -(-n_rows // rows_pp) * -(-n_cols // block)
+    q = _encoded(q_out, sw)
+    if static_scale is None:
+        scale_out.zero_()  # the amax kernel maxes positive scales into it
+        # constexprs: ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, IDX64
+        _AMAX.launch((min(n_tiles, amax_progs),), (x, xs, scale_out, n_rows, n_cols, n_tiles),
+                     (rows_pp, block, fmax, AMAX_FLOOR, rcp, idx64), warps)
+        scale_in, write_scale = scale_out, False
+    else:
+        scale_in, write_scale = static_scale, True
+    # constexprs: WRITE_SCALE, ROWS, BLOCK_N, FP8_MAX, SW_FP8, FNUZ, IDX64
+    _QUANT.launch((n_tiles,), (x, xs, q, qs, scale_in, scale_out, n_rows, n_cols),
+                  (write_scale, rows_pp, block, fmax, sw, fnuz, idx64), warps)
+
+
+def per_token_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor,
+                    scale_ub: Optional[torch.Tensor]) -> None:
+    """``q_out <- quantize(x)`` row by row, ``scales_out`` (float32 (..., 1)) <- each row's scale;
+    ``scale_ub`` (one float32 element, or None) caps each row's amax before its scale is taken."""
+    if x.numel() == 0:
+        if scales_out.numel():  # rows of width 0: amax 0
+            _floor_scales(scales_out, q_out.dtype)
+        return
+    xs, qs, ss = _strides("per_token_quant", x, q_out, scales_out)
+    dev = x.device.type
+    fmax, fnuz, sw, rcp = format_params(dev, q_out.dtype)
+    n_cols = x.shape[-1]
+    n_rows = x.numel() // n_cols
+    has_ub = scale_ub is not None
+    ub = scale_ub if has_ub else scales_out  # never read without HAS_UB
+    q = _encoded(q_out, sw)
+    looped_from, block, rows_pp, warps, lblock, lwarps = per_token_params(dev, n_cols, x.dtype)
+    if n_rows >= looped_from:  # int64 offsets always; one row per program
+        # constexprs: HAS_UB, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ
+        _TOKEN_LOOPED.launch((n_rows,), (x, xs, q, qs, scales_out, ss, ub, n_cols),
+                             (has_ub, lblock, fmax, AMAX_FLOOR, rcp, sw, fnuz), lwarps)
+        return
+    idx64 = (n_rows + rows_pp) * max(xs, qs, ss) + block >= _I32
+    # constexprs: HAS_UB, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64
+    _TOKEN.launch((-(-n_rows // rows_pp),), (x, xs, q, qs, scales_out, ss, ub, n_rows, n_cols),
+                  (has_ub, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64), warps)
+
+
+def per_token_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor, group_size: int) -> None:
+    """``q_out <- quantize(x)`` by groups of ``group_size`` consecutive last-dim elements,
+    ``scales_out`` (float32 (..., H // group_size), row- or column-major) <- each group's scale."""
+    n_cols = x.shape[-1]
+    if n_cols % group_size:
+        raise ValueError(f"triton per_token_group_quant: group_size {group_size} does not divide H = {n_cols}")
+    if x.numel() == 0:  # no tokens, or H == 0 and so no groups
+        return
+    xs, qs, s_tok = _strides("per_token_group_quant", x, q_out, scales_out)
+    s_grp = scales_out.stride(-1)
+    dev = x.device.type
+    fmax, fnuz, sw, rcp = format_params(dev, q_out.dtype)
+    n_rows = x.numel() // n_cols
+    groups = n_cols // group_size
+    n_tiles = n_rows * groups
+    block_g, brackets = per_token_group_params(dev, group_size, x.dtype)
+    for max_tiles, tiles_pp, warps in brackets:
+        if n_tiles <= max_tiles:
+            break
+    last_tok = n_rows + tiles_pp  # masked tail tiles compute offsets past the last token
+    idx64 = (n_tiles + tiles_pp >= _I32 or last_tok * max(xs, qs) + n_cols + block_g >= _I32
+             or last_tok * s_tok + groups * s_grp >= _I32)
+    # constexprs: GROUP, BLOCK_G, TILES, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64
+    _GROUP.launch((-(-n_tiles // tiles_pp),), (x, xs, _encoded(q_out, sw), qs, scales_out, s_tok, s_grp, n_tiles,
+                                               groups),
+                  (group_size, block_g, tiles_pp, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64), warps)

@@ -1,0 +1,296 @@
+"""FP8 quantization kernel bodies: per tensor, per token (row) and per token group.
+
+Only ``@triton.jit`` functions live here; grids, block sizes and launch parameters are
+chosen by ``vllm_rocm_accel.backends.triton.quant``.
+
+Semantics (``vllm_rocm_accel.fp8``; reference ``backends/torch/quant.py``), float32 throughout::
+
+    scale = max(amax, AMAX_FLOOR) / FP8_MAX          # amax = max |x| over the tensor/row/group
+    q     = clamp(x / scale, -FP8_MAX, FP8_MAX)      # rounded to nearest even into the FP8 format
+
+* ``x / scale`` is an IEEE division (``div_rn``): Triton's plain ``/`` on fp32 lowers to an
+  approximate division on NVIDIA, which would move values across FP8 rounding boundaries.
+* RCP_SCALE: the scale is ``max(amax, FLOOR) * fp32(1 / FP8_MAX)`` instead of a division.
+  torch's reference divides a GPU tensor by a Python scalar exactly that way (a CUDA/HIP
+  tensor over a CPU scalar is computed as a product with its float32 reciprocal), so the
+  launcher sets it on GPUs and clears it on the CPU, where torch divides: either way the
+  scales are bit-identical to the reference on the same device (they differ by <= 1 ulp).
+* SW_FP8: the FP8 bits are produced by :func:`_fp8_bits` (integer round-to-nearest-even)
+  and stored through a uint8 pointer, instead of Triton's conversion to the FP8 type. Used
+  where Triton has no native conversion (``e4m3fnuz`` on NVIDIA) or an inexact one (the
+  interpreter rounds halves up and truncates subnormals). FNUZ selects the encoding.
+* NaN inputs are not propagated (GPU max/min drop NaN); inf gives inf scales, as torch.
+
+Rows are addressed as ``base + row * row_stride + col`` (last-dim stride 1), with separate
+row strides for x and q, so row-strided views (``big[:, :H]``) need no copy. IDX64: row
+offsets in int64; the launcher sets it only when an offset can reach 2**31.
+"""
+
+import triton
+import triton.language as tl
+
+
+# --- shared pieces ------------------------------------------------------------------------------
+@triton.jit
+def _scale(amax, FP8_MAX: tl.constexpr, AMAX_FLOOR: tl.constexpr, RCP_SCALE: tl.constexpr):
+    """float32 scale of a float32 amax (see RCP_SCALE in the module docstring)."""
+    a = tl.maximum(amax, AMAX_FLOOR)
+    if RCP_SCALE:
+        s = a * (1.0 / FP8_MAX)
+    else:
+        s = tl.math.div_rn(a, FP8_MAX)
+    return s
+
+
+@triton.jit
+def _fp8_bits(v, FNUZ: tl.constexpr):
+    """Round float32 ``v`` (finite, |v| <= the format's max) to e4m3fn / e4m3fnuz bits (uint8), RNE.
+
+    e4m3: 4 exponent bits (bias 7; fnuz: bias 8), 3 mantissa bits, subnormals below 2**(1 - bias).
+    Normals round the 23-bit mantissa to 3 bits by integer add-and-shift, the carry running
+    into the exponent; subnormals shift the 24-bit significand (implicit 1 included) right by
+    21 - bias - e bits, with the same rounding. fnuz has no negative zero (0x80 is its NaN).
+    """
+    BIAS: tl.constexpr = 8 if FNUZ else 7
+    bits = v.to(tl.int32, bitcast=True)
+    sign = (bits >> 24) & 0x80
+    a = bits & 0x7FFFFFFF
+    e = (a >> 23) - 127  # unbiased float32 exponent
+    normal = ((a + 0x7FFFF + ((a >> 20) & 1)) >> 20) - ((127 - BIAS) << 3)
+    full = (a & 0x7FFFFF) | 0x800000
+    r = tl.minimum(tl.maximum(21 - BIAS - e, 1), 25)  # >= 25: rounds to 0 (full < 2**24)
+    sub = (full + ((1 << (r - 1)) - 1) + ((full >> r) & 1)) >> r
+    code = tl.where(e >= 1 - BIAS, normal, sub)
+    if FNUZ:
+        sign = tl.where(code == 0, 0, sign)
+    return (code | sign).to(tl.uint8)
+
+
+@triton.jit
+def _quantize(xf, scale, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl.constexpr, FNUZ: tl.constexpr):
+    """The value to store through ``q_ptr``: clamp(x / scale) in the FP8 format (or its bits)."""
+    v = tl.clamp(tl.math.div_rn(xf, scale), -FP8_MAX, FP8_MAX)
+    if SW_FP8:
+        out = _fp8_bits(v, FNUZ)
+    else:
+        out = v.to(q_ptr.dtype.element_ty)
+    return out
+
+
+# --- per tensor -------------------------------------------------------------------------------
+@triton.jit
+def amax_scale_kernel(
+    x_ptr,
+    x_row_stride,
+    scale_ptr,
+    n_rows,
+    n_cols,
+    n_tiles,
+    ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    RCP_SCALE: tl.constexpr,
+    IDX64: tl.constexpr,
+):
+    """Dynamic per-tensor scale: ``scale_ptr`` (one float32, zeroed before) <- scale(max |x|).
+
+    Each program takes [ROWS, BLOCK_N] tiles pid, pid + grid, ... (row block major), keeps an
+    elementwise running max, and atomically maxes *its own scale* into ``scale_ptr``: the
+    scale is a non-decreasing function of amax, so the max of the programs' scales is the
+    scale of the global amax, and no second pass over the scalar is needed.
+    """
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    n_col_blocks = tl.cdiv(n_cols, BLOCK_N)
+    acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+    for t in range(pid, n_tiles, n_progs):
+        rb = t // n_col_blocks
+        cb = t - rb * n_col_blocks
+        if IDX64:
+            rows = rb.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+        else:
+            rows = rb * ROWS + tl.arange(0, ROWS)
+        cols = cb * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0)
+        acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
+    amax = tl.max(tl.max(acc, axis=1), axis=0)
+    tl.atomic_max(scale_ptr, _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE))
+
+
+@triton.jit
+def quant_with_scale_kernel(
+    x_ptr,
+    x_row_stride,
+    q_ptr,
+    q_row_stride,
+    scale_ptr,
+    scale_out_ptr,
+    n_rows,
+    n_cols,
+    WRITE_SCALE: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    SW_FP8: tl.constexpr,
+    FNUZ: tl.constexpr,
+    IDX64: tl.constexpr,
+):
+    """``q <- quantize(x, *scale_ptr)`` over one [ROWS, BLOCK_N] tile per program (1-D grid,
+    row block major). Static scales: WRITE_SCALE makes program 0 copy the scale to
+    ``scale_out_ptr`` (a different buffer from the one read, so no program reads a half-written
+    value); dynamic ones were written by :func:`amax_scale_kernel` and are only read here."""
+    n_col_blocks = tl.cdiv(n_cols, BLOCK_N)
+    pid = tl.program_id(0)
+    pid_r = pid // n_col_blocks
+    pid_c = pid - pid_r * n_col_blocks
+    scale = tl.load(scale_ptr).to(tl.float32)
+    if WRITE_SCALE:
+        if pid == 0:
+            tl.store(scale_out_ptr, scale)
+    if IDX64:
+        rows = pid_r.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+    else:
+        rows = pid_r * ROWS + tl.arange(0, ROWS)
+    cols = pid_c * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0)
+    q = _quantize(x.to(tl.float32), scale, q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    tl.store(q_ptr + rows[:, None] * q_row_stride + cols[None, :], q, mask=mask)
+
+
+# --- per token ----------------------------------------------------------------------------------
+@triton.jit
+def per_token_quant_kernel(
+    x_ptr,
+    x_row_stride,
+    q_ptr,
+    q_row_stride,
+    s_ptr,
+    s_stride,
+    ub_ptr,
+    n_rows,
+    n_cols,
+    HAS_UB: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    RCP_SCALE: tl.constexpr,
+    SW_FP8: tl.constexpr,
+    FNUZ: tl.constexpr,
+    IDX64: tl.constexpr,
+):
+    """Single pass: a [ROWS, BLOCK_N] tile holds ROWS whole rows (BLOCK_N >= n_cols).
+
+    Row amax (capped by ``*ub_ptr`` when HAS_UB) -> scale ``s_ptr[row * s_stride]`` -> q.
+    """
+    pid = tl.program_id(0)
+    if IDX64:
+        rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+    else:
+        rows = pid * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_N)
+    row_mask = rows < n_rows
+    mask = row_mask[:, None] & (cols < n_cols)[None, :]
+    x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    amax = tl.max(tl.abs(x), axis=1)
+    if HAS_UB:
+        amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
+    scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
+    tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
+    q = _quantize(x, scale[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    tl.store(q_ptr + rows[:, None] * q_row_stride + cols[None, :], q, mask=mask)
+
+
+@triton.jit
+def per_token_quant_looped_kernel(
+    x_ptr,
+    x_row_stride,
+    q_ptr,
+    q_row_stride,
+    s_ptr,
+    s_stride,
+    ub_ptr,
+    n_cols,
+    HAS_UB: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    RCP_SCALE: tl.constexpr,
+    SW_FP8: tl.constexpr,
+    FNUZ: tl.constexpr,
+):
+    """Rows too long for registers (or padded far from a power of two): one row per program, two
+    passes over BLOCK_N-column chunks (amax, then quantize; the second read of the row mostly hits
+    L2). Offsets in int64."""
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * x_row_stride
+    q_row = q_ptr + row * q_row_stride
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        x = tl.load(x_row + cols, mask=cols < n_cols, other=0.0)
+        acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
+    amax = tl.max(acc, axis=0)
+    if HAS_UB:
+        amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
+    scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
+    tl.store(s_ptr + row * s_stride, scale)
+    for start in range(0, n_cols, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        mask = cols < n_cols
+        x = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(q_row + cols, _quantize(x, scale, q_ptr, FP8_MAX, SW_FP8, FNUZ), mask=mask)
+
+
+# --- per token group ----------------------------------------------------------------------------
+@triton.jit
+def per_token_group_quant_kernel(
+    x_ptr,
+    x_row_stride,
+    q_ptr,
+    q_row_stride,
+    s_ptr,
+    s_token_stride,
+    s_group_stride,
+    n_tiles,
+    groups_per_row,
+    GROUP: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    TILES: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    RCP_SCALE: tl.constexpr,
+    SW_FP8: tl.constexpr,
+    FNUZ: tl.constexpr,
+    IDX64: tl.constexpr,
+):
+    """A program quantizes TILES consecutive (token, group) tiles of GROUP elements, as a
+    [TILES, BLOCK_G] block (BLOCK_G = next_power_of_2(GROUP); columns past GROUP masked).
+
+    Tile t is token t // groups_per_row, group t % groups_per_row, so a program's tiles run
+    along a row (and on into the next): contiguous x and q for contiguous rows. Its scale goes
+    to ``s_ptr[token * s_token_stride + group * s_group_stride]``: row-major scales
+    (groups_per_row, 1) and column-major ones (1, n_tokens) alike.
+    """
+    pid = tl.program_id(0)
+    if IDX64:
+        t = pid.to(tl.int64) * TILES + tl.arange(0, TILES).to(tl.int64)
+    else:
+        t = pid * TILES + tl.arange(0, TILES)
+    tile_mask = t < n_tiles
+    tok = t // groups_per_row
+    grp = t - tok * groups_per_row
+    j = tl.arange(0, BLOCK_G)
+    col = (grp * GROUP)[:, None] + j[None, :]
+    if BLOCK_G == GROUP:
+        mask = tile_mask[:, None]
+    else:
+        mask = tile_mask[:, None] & (j < GROUP)[None, :]
+    x = tl.load(x_ptr + (tok * x_row_stride)[:, None] + col, mask=mask, other=0.0).to(tl.float32)
+    scale = _scale(tl.max(tl.abs(x), axis=1), FP8_MAX, AMAX_FLOOR, RCP_SCALE)
+    tl.store(s_ptr + tok * s_token_stride + grp * s_group_stride, scale, mask=tile_mask)
+    q = _quantize(x, scale[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    tl.store(q_ptr + (tok * q_row_stride)[:, None] + col, q, mask=mask)
