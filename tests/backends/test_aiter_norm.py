@@ -34,6 +34,7 @@ AITER_ADAPTER_MODULES = [
     "vllm_rocm_accel.backends.aiter.norm",
     "vllm_rocm_accel.backends.aiter.activation",
     "vllm_rocm_accel.backends.aiter.rope",
+    "vllm_rocm_accel.backends.aiter.quant",
 ]
 
 DTYPES = [torch.bfloat16, torch.float16]
