@@ -209,6 +209,98 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
             check_per_token_group_args(x, group_size, column_major_scales, dtype)
         return _OPS["per_token_group_quant"](x, group_size, column_major_scales, dtype, backend or "auto")
 
+    # -- fused norm / activation + FP8 quant ------------------------------------
+    @staticmethod
+    def rms_norm_dynamic_quant(
+        x: torch.Tensor,
+        weight: Optional[torch.Tensor],
+        epsilon: float,
+        dtype: Optional[torch.dtype] = None,
+        backend: Optional[str] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, scales (..., 1)) = per_token_quant(rms_norm(x, weight, epsilon)), in one pass."""
+        if not (_python_types_ok(x, weight, epsilon) and (dtype is None or isinstance(dtype, torch.dtype))):
+            from .checks.fused_quant import check_rms_norm_quant_args
+
+            check_rms_norm_quant_args(x, weight, epsilon, dtype)
+        return _OPS["rms_norm_dynamic_quant"](x, weight, epsilon, dtype, backend or "auto")
+
+    @staticmethod
+    def fused_add_rms_norm_dynamic_quant(
+        x: torch.Tensor,
+        residual: torch.Tensor,
+        weight: Optional[torch.Tensor],
+        epsilon: float,
+        dtype: Optional[torch.dtype] = None,
+        backend: Optional[str] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``residual <- x + residual`` in place (as ``fused_add_rms_norm``; x is only read), and
+        (q, scales (..., 1)) = per_token_quant(rms_norm(x + residual, weight, epsilon)), in one pass."""
+        if not (_python_types_ok(x, weight, epsilon, residual) and isinstance(residual, _Tensor)
+                and (dtype is None or isinstance(dtype, torch.dtype))):
+            from .checks import check_tensor
+            from .checks.fused_quant import check_rms_norm_quant_args
+
+            check_tensor("residual", residual)
+            check_rms_norm_quant_args(x, weight, epsilon, dtype, residual)
+        return _OPS["fused_add_rms_norm_dynamic_quant"](x, residual, weight, epsilon, dtype, backend or "auto")
+
+    @staticmethod
+    def silu_and_mul_group_quant(
+        x: torch.Tensor,
+        group_size: int = 128,
+        column_major_scales: bool = False,
+        dtype: Optional[torch.dtype] = None,
+        backend: Optional[str] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q (..., d), scales (..., d // group_size)) = per_token_group_quant(silu_and_mul(x), group_size,
+        column_major_scales), in one pass; ``d = x.shape[-1] // 2``."""
+        if not (isinstance(x, _Tensor) and isinstance(group_size, int) and not isinstance(group_size, bool)
+                and isinstance(column_major_scales, bool) and (dtype is None or isinstance(dtype, torch.dtype))):
+            from .checks.fused_quant import check_silu_and_mul_group_quant_args
+
+            check_silu_and_mul_group_quant_args(x, group_size, column_major_scales, dtype)
+        return _OPS["silu_and_mul_group_quant"](x, group_size, column_major_scales, dtype, backend or "auto")
+
+    # -- FP8 GEMMs ------------------------------------------------------------
+    @staticmethod
+    def gemm_a8w8(
+        a: torch.Tensor,
+        w: torch.Tensor,
+        a_scale: torch.Tensor,
+        w_scale: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+        out_dtype: torch.dtype = torch.bfloat16,
+        backend: Optional[str] = None,
+    ) -> torch.Tensor:
+        """(a * a_scale) @ (w * w_scale).T (+ bias): a (M, K), w (N, K) FP8; a_scale per tensor
+        or (M, 1); w_scale per tensor or (N, 1). -> (M, N) in out_dtype."""
+        if not (isinstance(a, _Tensor) and isinstance(w, _Tensor) and isinstance(a_scale, _Tensor)
+                and isinstance(w_scale, _Tensor) and (bias is None or isinstance(bias, _Tensor))
+                and isinstance(out_dtype, torch.dtype)):
+            from .checks.gemm import check_gemm_a8w8_args
+
+            check_gemm_a8w8_args(a, w, a_scale, w_scale, bias, out_dtype)
+        return _OPS["gemm_a8w8"](a, w, a_scale, w_scale, bias, out_dtype, backend or "auto")
+
+    @staticmethod
+    def gemm_a8w8_blockscale(
+        a: torch.Tensor,
+        w: torch.Tensor,
+        a_scale: torch.Tensor,
+        w_scale: torch.Tensor,
+        out_dtype: torch.dtype = torch.bfloat16,
+        backend: Optional[str] = None,
+    ) -> torch.Tensor:
+        """Block-scaled a @ w.T: a_scale (M, ceil(K/128)) per 1x128 group, w_scale
+        (ceil(N/128), ceil(K/128)) per 128x128 block. -> (M, N) in out_dtype."""
+        if not (isinstance(a, _Tensor) and isinstance(w, _Tensor) and isinstance(a_scale, _Tensor)
+                and isinstance(w_scale, _Tensor) and isinstance(out_dtype, torch.dtype)):
+            from .checks.gemm import check_gemm_a8w8_blockscale_args
+
+            check_gemm_a8w8_blockscale_args(a, w, a_scale, w_scale, out_dtype)
+        return _OPS["gemm_a8w8_blockscale"](a, w, a_scale, w_scale, out_dtype, backend or "auto")
+
     # -- introspection --------------------------------------------------------
     call_counts = staticmethod(call_counts)
     reset_call_counts = staticmethod(reset_call_counts)

@@ -35,6 +35,8 @@ AITER_ADAPTER_MODULES = [
     "vllm_rocm_accel.backends.aiter.activation",
     "vllm_rocm_accel.backends.aiter.rope",
     "vllm_rocm_accel.backends.aiter.quant",
+    "vllm_rocm_accel.backends.aiter.fused_quant",
+    "vllm_rocm_accel.backends.aiter.gemm",
 ]
 
 DTYPES = [torch.bfloat16, torch.float16]

@@ -25,6 +25,8 @@ def test_doctor_report_here(fresh_settings):
 
     assert set(ops) == {(op, case) for op in dispatchers() for case in ("decode", "prefill")}
     assert {"rms_norm", "fused_add_rms_norm"} <= {op for op, _ in ops}
+    assert {"rms_norm_dynamic_quant", "fused_add_rms_norm_dynamic_quant", "silu_and_mul_group_quant"} <= {
+        op for op, _ in ops}
     for o in ops.values():
         assert o["auto"] == "torch"
         assert o["backends"]["torch"].startswith("chosen")

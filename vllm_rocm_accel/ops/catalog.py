@@ -17,6 +17,13 @@ OP_FEATURES: dict[str, str | None] = {
     "per_tensor_quant": "linear",
     "per_token_quant": "linear",
     "per_token_group_quant": "linear",
+    # vLLM 0.32 runs its AITER rmsnorm + quant and silu-and-mul + group-quant fusion passes on
+    # rocm_aiter_ops.is_enabled() alone (compilation/passes/pass_manager.py): the master flag.
+    "rms_norm_dynamic_quant": None,
+    "fused_add_rms_norm_dynamic_quant": None,
+    "silu_and_mul_group_quant": None,
+    "gemm_a8w8": "linear",
+    "gemm_a8w8_blockscale": "linear",
 }
 OP_NAMES: tuple[str, ...] = tuple(OP_FEATURES)
 
@@ -25,4 +32,6 @@ FAMILIES: tuple[str, ...] = (
     "activation",
     "rope",
     "quant",
+    "fused_quant",
+    "gemm",
 )

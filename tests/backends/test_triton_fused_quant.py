@@ -1,0 +1,289 @@
+"""The Triton fused FP8 quant launchers against the torch reference (``backends/torch/fused_quant.py``,
+the unfused composition of the norm / activation and quant references).
+
+On the CPU the kernels run under TRITON_INTERPRET (tests/conftest.py, which also makes the
+interpreter round to bfloat16 as GPUs do), with the quant kernels' own integer FP8 encoder; there
+they agree with the reference bit for bit, and after the explanatory checks (scales, dequantized
+values within one FP8 ulp) the FP8 bytes must be identical. On a GPU, float32 sums and ``exp``
+may differ from torch's in the last bit, which can move a 16-bit intermediate by one step: there
+the scales are compared to that step and at most 0.5% of the bytes may differ (by one FP8 ulp).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+
+import pytest
+import torch
+
+from helpers import assert_close_verbose
+from vllm_rocm_accel import fp8
+from vllm_rocm_accel.backends.torch import fused_quant as ref
+from vllm_rocm_accel.backends.torch.quant import per_token_group_scales_layout
+from vllm_rocm_accel.backends.triton import fused_quant as tfq
+from vllm_rocm_accel.inputs import norm_inputs
+from vllm_rocm_accel.inputs_activation import act_and_mul_inputs
+
+DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+EXACT = DEVICE == "cpu"
+FN, FNUZ = torch.float8_e4m3fn, torch.float8_e4m3fnuz
+FORMATS = [FN, FNUZ]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+MIN_NORMAL_EXP = {FN: -6, FNUZ: -7}
+EPS = 1e-5
+
+
+# --- inputs and checks ------------------------------------------------------------------------
+def spread_rows(t: torch.Tensor) -> torch.Tensor:
+    """Rows scaled over ~6 binades (distinct scales; small values on FP8 subnormals after the norm
+    only through the weight and the activation's tails)."""
+    return t * torch.exp2(torch.empty(t.shape[:-1] + (1,), device=t.device).uniform_(-3, 3)).to(t.dtype)
+
+
+def fp8_ulp(v: torch.Tensor, fmt) -> torch.Tensor:
+    e = torch.floor(torch.log2(v.abs().clamp(min=1e-300))).clamp(min=MIN_NORMAL_EXP[fmt])
+    return torch.pow(2.0, e - 3)
+
+
+def check(got, want, fmt, dtype, msg, group: int = 0) -> None:
+    """Scales, dequantized values, then bytes, each failure saying where and by how much."""
+    (q, s), (qr, sr) = got, want
+    assert q.dtype == fmt and q.shape == qr.shape, f"{msg}: q {q.dtype} {tuple(q.shape)}"
+    assert s.dtype == torch.float32 and s.shape == sr.shape and s.stride() == sr.stride(), f"{msg}: scales layout"
+    assert torch.isfinite(s).all() and (s > 0).all(), f"{msg}: non-finite or non-positive scales"
+    rtol = 1e-6 if EXACT else torch.finfo(dtype).eps + 1e-6
+    assert_close_verbose(s, sr, atol=0, rtol=rtol, msg=f"{msg} scales")
+    rep = (lambda t: t.double().repeat_interleave(group, dim=-1)) if group else (lambda t: t.double().expand(q.shape))
+    want_v, got_v = qr.double() * rep(sr), q.double() * rep(s)
+    ulp = fp8_ulp(qr.double(), fmt) * rep(sr)
+    bad = (got_v - want_v).abs() > ulp * (1 + 1e-6) + want_v.abs() * rtol
+    assert not bad.any(), (f"{msg}: {int(bad.sum())} of {q.numel()} dequantized values off by more than one FP8 ulp; "
+                           f"first at {[int(i) for i in bad.nonzero()[0]]}: got {got_v[bad][0].item()} "
+                           f"want {want_v[bad][0].item()}")
+    diff = q.view(torch.uint8) != qr.view(torch.uint8)
+    allowed = 0 if EXACT else max(4, int(0.005 * q.numel()))
+    assert int(diff.sum()) <= allowed, (
+        f"{msg}: {int(diff.sum())} of {q.numel()} FP8 bytes differ from the reference (all within one ulp); first at "
+        f"{[int(i) for i in diff.nonzero()[0]]}: got {q.view(torch.uint8)[diff][0].item():#04x} "
+        f"want {qr.view(torch.uint8)[diff][0].item():#04x}")
+
+
+def poisoned(shape, fmt):
+    return torch.full(shape, float("nan"), device=DEVICE).to(fmt)  # every byte must be written
+
+
+def run_norm(x, weight, fmt, residual=None, eps=EPS):
+    q = poisoned(x.shape, fmt)
+    s = torch.full(tuple(x.shape[:-1]) + (1,), -1.0, device=DEVICE)
+    tfq.rms_norm_dynamic_quant(q, s, x, residual, weight, eps)
+    return q, s
+
+
+def run_silu(x, fmt, group, column_major):
+    lead, d = tuple(x.shape[:-1]), x.shape[-1] // 2
+    q = poisoned(lead + (d,), fmt)
+    s = per_token_group_scales_layout(lead, d // group, column_major, DEVICE)
+    s.fill_(-1.0)
+    tfq.silu_and_mul_group_quant(q, s, x, group)
+    return q, s
+
+
+@pytest.fixture
+def config(monkeypatch):
+    """Edit the launch config for one test: ``config()[family]["rms_norm_quant"][...] = ...``."""
+    edited = copy.deepcopy(tfq._config())
+    tfq.clear_caches()
+    monkeypatch.setattr(tfq, "_config", functools.lru_cache(maxsize=1)(lambda: edited))
+    yield lambda: edited
+    monkeypatch.undo()
+    tfq.clear_caches()
+
+
+def norm_case(lead, hidden, dtype, row_pad=0, weight_dtype="same"):
+    x, r, w = norm_inputs(lead + (hidden + row_pad,), dtype, DEVICE, weight_dtype=weight_dtype, scale=3.0)
+    x, r = spread_rows(x), spread_rows(r)
+    if w is not None:
+        w = w[:hidden].contiguous()
+    if row_pad:
+        x, r = x[..., :hidden], r[..., :hidden]
+    return x, r, w
+
+
+# --- RMSNorm + per-token quant ------------------------------------------------------------------
+NORM_SHAPES = [((5,), 64, 0), ((7,), 123, 0), ((2, 3), 96, 16), ((3,), 200, 6), ((1,), 130, 0), ((4,), 257, 3)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead,hidden,row_pad", NORM_SHAPES)
+def test_rms_norm_quant(seed, fmt, dtype, lead, hidden, row_pad):
+    """On the interpreter's config 64/96/123 take whole rows (two per program), 130/200/257 the looped kernel."""
+    x, _, w = norm_case(lead, hidden, dtype, row_pad)
+    x[(-1,) * len(lead)] = 0  # an all-zero row
+    x0 = x.clone()
+    got = run_norm(x, w, fmt)
+    check(got, ref.rms_norm_dynamic_quant(x, w, EPS, fmt), fmt, dtype, f"rms {lead} {hidden} {dtype} pad {row_pad}")
+    assert torch.equal(x, x0)
+    q, s = got
+    last = (-1,) * len(lead)
+    assert not q[last].view(torch.uint8).any() and s[last].item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(fmt))
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead,hidden,row_pad", NORM_SHAPES)
+def test_fused_add_rms_norm_quant_updates_residual_in_place(seed, fmt, dtype, lead, hidden, row_pad):
+    xf, rf, w = norm_inputs(lead + (hidden + row_pad,), dtype, DEVICE, scale=3.0)
+    w = w[:hidden].contiguous()
+    x, r = (xf[..., :hidden], rf[..., :hidden]) if row_pad else (xf, rf)
+    first = (0,) * len(lead)
+    r[first] = -x[first]  # a row whose sum is all zero
+    x0, r0, rf0 = x.clone(), r.clone(), rf.clone()
+    r_ref = r0.clone()
+    want = ref.fused_add_rms_norm_dynamic_quant(x0, r_ref, w, EPS, fmt)
+    got = run_norm(x, w, fmt, residual=r)
+    check(got, want, fmt, dtype, f"add {lead} {hidden} {dtype} pad {row_pad}")
+    assert torch.equal(x, x0), "x was modified"
+    assert torch.equal(r, r_ref), "residual is not x + residual rounded as the norm family rounds it"
+    if row_pad:
+        assert torch.equal(rf[..., hidden:], rf0[..., hidden:]), "wrote past residual's rows"
+    assert not got[0][first].view(torch.uint8).any()
+
+
+@pytest.mark.parametrize("weight_dtype", [None, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("hidden", [96, 200])
+def test_weightless_and_mixed_weight_dtypes(seed, weight_dtype, hidden):
+    x, r, w = norm_case((4,), hidden, torch.float16, weight_dtype=weight_dtype)
+    check(run_norm(x, w, FN), ref.rms_norm_dynamic_quant(x, w, EPS, FN), FN, torch.float16, f"w {weight_dtype}")
+    r_ref = r.clone()
+    want = ref.fused_add_rms_norm_dynamic_quant(x, r_ref, w, EPS, FN)
+    check(run_norm(x, w, FN, residual=r), want, FN, torch.float16, f"add w {weight_dtype}")
+    assert torch.equal(r, r_ref)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_single_pass_and_looped_agree(seed, config, residual):
+    x, r, w = norm_case((5,), 200, torch.bfloat16)
+    r_ref = r.clone()
+    want = (ref.fused_add_rms_norm_dynamic_quant(x, r_ref, w, EPS, FN) if residual
+            else ref.rms_norm_dynamic_quant(x, w, EPS, FN))
+    section = config()[tfq._family(x.device.type)]["rms_norm_quant"]
+    section["single_pass_max_idle"] = 1.0
+    for single_max in (128, 256):  # looped, then whole rows (BLOCK_N 256)
+        section["single_pass_max_cols"] = single_max
+        tfq.clear_caches()
+        assert (tfq.norm_quant_params(x.device.type, 200, x.dtype)[0] <= 5) == (single_max < 200)
+        rr = r.clone()
+        got = run_norm(x, w, FN, residual=rr if residual else None)
+        check(got, want, FN, torch.bfloat16, f"single_pass_max_cols {single_max}")
+        if residual:
+            assert torch.equal(rr, r_ref)
+
+
+def test_padded_rows_take_the_looped_kernel_from_the_configured_row_count(config):
+    section = config()["cuda"]["rms_norm_quant"]
+    params = functools.partial(tfq.norm_quant_params, "cuda")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tfq, "_family", lambda device_type: "cuda")
+        tfq.clear_caches()
+        assert params(4096, torch.bfloat16)[0] > 2**40  # a power of two: never looped
+        assert params(7168, torch.bfloat16)[0] > 2**40  # 12.5% padding: single pass
+        assert params(5120, torch.bfloat16)[0] == section["padded_looped_min_rows"]  # 37.5%: looped
+        assert params(20000, torch.bfloat16)[0] == 0  # past single_pass_max_cols: always looped
+    tfq.clear_caches()
+
+
+def test_int64_offsets_path(seed, monkeypatch):
+    """IDX64 (set only when an offset can reach 2**31) computes the same: forced by lowering the bound."""
+    x, r, w = norm_case((3,), 96, torch.bfloat16)
+    g = act_and_mul_inputs(3, 96, torch.bfloat16, DEVICE)
+    want = ref.rms_norm_dynamic_quant(x, w, EPS, FN), ref.silu_and_mul_group_quant(g, 32, True, FN)
+    tfq.clear_caches()
+    monkeypatch.setattr(tfq, "_I32", 1)
+    check(run_norm(x, w, FN), want[0], FN, torch.bfloat16, "rms idx64")
+    check(run_silu(g, FN, 32, True), want[1], FN, torch.bfloat16, "silu idx64", 32)
+    monkeypatch.undo()
+    tfq.clear_caches()
+
+
+# --- SiLU-and-mul + per-token-group quant ------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("column_major", [False, True])
+@pytest.mark.parametrize("lead,d,group,row_pad", [
+    ((3,), 256, 128, 0),     # one program's tiles span rows
+    ((2, 3), 96, 32, 16),    # leading dims, strided rows, d not a power of two
+    ((5,), 48, 16, 0),
+    ((4,), 96, 96, 8),       # a group that is not a power of two: padded, masked block
+    ((3,), 120, 24, 0),
+    ((1,), 128, 128, 0),
+])
+def test_silu_and_mul_group_quant(seed, fmt, dtype, column_major, lead, d, group, row_pad):
+    x = act_and_mul_inputs(lead, d, dtype, DEVICE, row_pad=row_pad)
+    x = spread_rows(x)
+    first = (0,) * len(lead)
+    x[first][:group] = 0  # a zero gate group: an all-zero output group
+    x0 = x.clone()
+    got = run_silu(x, fmt, group, column_major)
+    want = ref.silu_and_mul_group_quant(x, group, column_major, fmt)
+    assert got[1].stride() == want[1].stride(), "the scales keep the layout they were given"
+    check(got, want, fmt, dtype, f"silu g{group} {lead} d={d} {dtype} cm={column_major}", group)
+    assert torch.equal(x, x0)
+    assert not got[0][first][:group].float().any()
+    assert got[1][first][0].item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(fmt))
+
+
+def test_silu_column_major_scale_positions(seed):
+    """Each scale lands at its (token, group): compare with amax / max computed directly."""
+    x = act_and_mul_inputs(6, 128, torch.float32, DEVICE)
+    q, s = run_silu(x, FN, 32, True)
+    assert s.stride() == (1, 6)
+    y = torch.nn.functional.silu(x[:, :128]) * x[:, 128:]
+    want = y.abs().reshape(6, 4, 32).amax(-1).clamp(min=fp8.AMAX_FLOOR) / fp8.fp8_max(FN)
+    torch.testing.assert_close(s, want, rtol=1e-6, atol=0)
+
+
+# --- edges ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_empty_inputs(fmt):
+    x = torch.empty(0, 64, device=DEVICE)
+    q, s = run_norm(x, None, fmt)
+    assert q.shape == (0, 64) and s.shape == (0, 1)
+    q, s = run_norm(x, torch.ones(64, device=DEVICE), fmt, residual=torch.empty(0, 64, device=DEVICE))
+    assert s.shape == (0, 1)
+    q, s = run_silu(torch.empty(0, 128, device=DEVICE), fmt, 32, True)
+    assert q.shape == (0, 64) and s.shape == (0, 2)
+
+
+def test_supports_args():
+    x = torch.zeros(4, 64, dtype=torch.bfloat16)
+    w = torch.ones(64, dtype=torch.bfloat16)
+    assert tfq.supports_args_norm(x, w, EPS, FN) is None
+    assert tfq.supports_args_norm(x[:, :32], None, EPS, FNUZ, torch.zeros(4, 64, dtype=torch.bfloat16)[:, :32]) is None
+    assert tfq.supports_args_norm(x.reshape(2, 2, 64), w, EPS, FN) is None
+    assert "dtype" in tfq.supports_args_norm(x.to(torch.int32), None, EPS, FN)
+    assert "rows" in tfq.supports_args_norm(x.t(), None, EPS, FN)
+    assert "residual" in tfq.supports_args_norm(x, None, EPS, FN, torch.zeros(64, 4, dtype=torch.bfloat16).t())
+    assert "weight" in tfq.supports_args_norm(x, torch.ones(128)[::2], EPS, FN)
+    assert "float8" in tfq.supports_args_norm(x, w, EPS, torch.float16)
+    assert tfq.supports_args_silu(x, 16, True, FN) is None
+    assert "group_size" in tfq.supports_args_silu(x, 24, False, FN)
+    assert "rows" in tfq.supports_args_silu(x.t(), 2, False, FN)
+
+
+def test_config_families_are_complete(config, monkeypatch):
+    """Every family's sections load with power-of-two sizes and sane brackets."""
+    families = [k for k in config() if not k.startswith("_")]
+    assert set(families) >= {"cuda", "rocm", "interpret"}
+    for family in families:
+        tfq.clear_caches()
+        monkeypatch.setattr(tfq, "_family", lambda device_type, _f=family: _f)
+        for h in (1, 64, 123, 4096, 5120, 7168, 8192, 20000):
+            looped_from, block, rows, warps, lblock, lwarps = tfq.norm_quant_params("cuda", h, torch.bfloat16)
+            assert block >= h and rows >= 1 and warps >= 1 and lblock >= 1 and lwarps >= 1 and looped_from >= 0
+        for g in (16, 96, 128):
+            block_g, brackets = tfq.silu_group_params("cuda", g, torch.float16)
+            assert block_g >= g and all(t >= 1 for _, t, _ in brackets)
+    tfq.clear_caches()

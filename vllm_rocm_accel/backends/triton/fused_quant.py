@@ -1,0 +1,198 @@
+"""Triton fused FP8 quant launchers: grids and launch parameters for ``kernels/triton/fused_quant.py``.
+
+The launchers write into the outputs they are given; the op layer allocates (q contiguous in
+the FP8 format, float32 scales), validates, and asks the ``supports_args_*`` predicates first:
+
+* :func:`rms_norm_dynamic_quant` -- RMSNorm of x (plus ``residual``, which is updated in place)
+  then per-token quant, in one kernel: whole rows in registers, or a looped three-pass kernel for
+  rows too long for that or too far from a power of two (config ``rms_norm_quant``);
+* :func:`silu_and_mul_group_quant` -- SiLU-and-mul then 1 x group_size quant, one kernel over
+  (token, group) tiles; scales written through a token and a group stride (row- or column-major).
+
+Rows of x, residual and q are addressed as ``base + row * row_stride + col``: any tensor whose
+last dim has stride 1 and whose leading dims collapse to one row stride is used in place.
+
+The FP8 encoding choices (native conversion or in-kernel encoding, the scale's reciprocal form)
+are the quant launcher's (:func:`~vllm_rocm_accel.backends.triton.quant.format_params`), so the
+fused ops quantize exactly as ``per_token_quant`` / ``per_token_group_quant`` do. Launch
+parameters are data (``configs/fused_quant.json``), keyed by device family; the choices per
+(device type, width, dtype) are cached, so a call does only integer work on the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Optional
+
+import torch
+
+from ...fp8 import AMAX_FLOOR
+from ...kernels.triton import fused_quant as _k
+from .fast_launch import FastLauncher
+from .norm import _row_stride, _weight_reason
+from .quant import _encoded, _family, _format_reason, _pow2_ceil, _token_stride, _x_reason, format_params
+
+_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "fused_quant.json")
+_NORM = FastLauncher(_k.rms_norm_quant_rows_kernel)
+_NORM_LOOPED = FastLauncher(_k.rms_norm_quant_looped_kernel)
+_SILU = FastLauncher(_k.silu_mul_group_quant_kernel)
+_LAUNCHERS = (_NORM, _NORM_LOOPED, _SILU)
+_I32 = 2**31
+_NEVER = 2**63
+
+
+# --- launch parameters ------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _config() -> dict:
+    with open(_CONFIG_PATH) as f:
+        return json.load(f)
+
+
+def _family_config(device_type: str) -> dict:
+    cfg = _config()
+    return cfg.get(_family(device_type)) or cfg["cuda"]
+
+
+def _table(section: dict, dtype: torch.dtype) -> list:
+    tables = section["tables"]
+    return tables.get(str(dtype).removeprefix("torch."), tables["default"])
+
+
+def _pow2(name: str, value: int) -> int:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"fused_quant.json: {name} must be a power of two, got {value}")
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def norm_quant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[int, int, int, int, int, int]:
+    """(looped_from_rows, BLOCK_N, rows_per_program, num_warps, looped BLOCK_N, looped num_warps) for
+    rows of ``n_cols`` elements: calls of at least ``looped_from_rows`` rows take the looped kernel."""
+    section = _family_config(device_type)["rms_norm_quant"]
+    looped = section["looped"]
+    lentry = next((e for e in looped if n_cols <= e["max_cols"]), looped[-1])
+    lblock, lwarps = _pow2("looped block", int(lentry["block"])), int(lentry["num_warps"])
+    block = _pow2_ceil(n_cols)
+    if n_cols > section["single_pass_max_cols"]:
+        return 0, block, 1, lwarps, lblock, lwarps
+    table = _table(section, dtype)
+    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
+    idle = 1 - n_cols / block  # share of a single-pass tile that padding leaves idle
+    padded = n_cols > lblock and idle > section["single_pass_max_idle"]
+    looped_from = int(section["padded_looped_min_rows"]) if padded else _NEVER
+    return (looped_from, block, _pow2("rows_per_program", int(entry["rows_per_program"])), int(entry["num_warps"]),
+            lblock, lwarps)
+
+
+@functools.lru_cache(maxsize=None)
+def silu_group_params(device_type: str, group_size: int, dtype: torch.dtype) -> tuple[int, tuple]:
+    """(BLOCK_G, ((max_tiles, tiles_per_program, num_warps), ...)) for groups of ``group_size``."""
+    block_g = _pow2_ceil(group_size)
+    brackets = tuple(
+        (int(e["max_tiles"]), max(1, _pow2("elements_per_program", int(e["elements_per_program"])) // block_g),
+         int(e["num_warps"]))
+        for e in _table(_family_config(device_type)["silu_mul_group_quant"], dtype)
+    )
+    return block_g, brackets
+
+
+def clear_caches() -> None:
+    """Forget the loaded config and every cached launch choice (for tests and retuning)."""
+    _config.cache_clear()
+    norm_quant_params.cache_clear()
+    silu_group_params.cache_clear()
+    for launcher in _LAUNCHERS:
+        launcher.clear()
+
+
+# --- what it can serve --------------------------------------------------------
+def supports_args_norm(x: torch.Tensor, weight: Optional[torch.Tensor], eps: float, dtype,
+                       residual: Optional[torch.Tensor] = None) -> Optional[str]:
+    """None when :func:`rms_norm_dynamic_quant` can serve these arguments, else a short reason."""
+    reason = _x_reason(x) or _weight_reason(weight) or _format_reason(dtype)
+    if reason is None and residual is not None:
+        reason = _x_reason(residual)
+        if reason is not None:
+            reason = reason.replace("x ", "residual ", 1)
+    return reason
+
+
+def supports_args_silu(x: torch.Tensor, group_size: int, column_major: bool, dtype) -> Optional[str]:
+    """None when :func:`silu_and_mul_group_quant` can serve these arguments, else a short reason."""
+    reason = _x_reason(x) or _format_reason(dtype)
+    if reason:
+        return reason
+    d = x.shape[-1] // 2
+    if x.shape[-1] % 2 or not isinstance(group_size, int) or group_size <= 0 or d % group_size:
+        return f"group_size {group_size!r} does not divide the output width d = {d}"
+    return None
+
+
+# --- launchers ----------------------------------------------------------------
+def _geometry(op: str, *tensors: torch.Tensor, scales: torch.Tensor) -> tuple[int, ...]:
+    strides = tuple(_row_stride(t) for t in tensors) + (_token_stride(scales),)
+    if None in strides:
+        raise ValueError(
+            f"triton {op}: x, residual and q_out must be row-strided with last-dim stride 1 and the scales' "
+            "leading dims must flatten without a copy (check supports_args first); got strides "
+            + ", ".join(str(t.stride()) for t in tensors + (scales,))
+        )
+    return strides  # torch strides are never negative
+
+
+def rms_norm_dynamic_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor,
+                           residual: Optional[torch.Tensor], weight: Optional[torch.Tensor], eps: float) -> None:
+    """``q_out <- quantize(rms_norm(x (+ residual)) * weight)`` row by row, ``scales_out`` (float32
+    (..., 1)) <- each row's scale; with ``residual``, ``residual <- x + residual`` in place first."""
+    n_cols = x.shape[-1]
+    if x.numel() == 0:  # no rows (the ops refuse H == 0)
+        return
+    has_res, has_w = residual is not None, weight is not None
+    res = residual if has_res else x  # never read without HAS_RESIDUAL
+    w = weight if has_w else x  # never read without HAS_WEIGHT
+    xs, rs, qs, ss = _geometry("rms_norm_dynamic_quant", x, res, q_out, scales=scales_out)
+    dev = x.device.type
+    fmax, fnuz, sw, rcp = format_params(dev, q_out.dtype)
+    n_rows = x.numel() // n_cols
+    q = _encoded(q_out, sw)
+    eps = float(eps)  # one specialization whatever number type the caller passed
+    looped_from, block, rows_pp, warps, lblock, lwarps = norm_quant_params(dev, n_cols, x.dtype)
+    if n_rows >= looped_from:  # int64 offsets always; one row per program
+        # constexprs: HAS_RESIDUAL, HAS_WEIGHT, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ
+        _NORM_LOOPED.launch((n_rows,), (x, xs, res, rs, q, qs, scales_out, ss, w, n_cols, eps),
+                            (has_res, has_w, lblock, fmax, AMAX_FLOOR, rcp, sw, fnuz), lwarps)
+        return
+    idx64 = (n_rows + rows_pp) * max(xs, rs, qs, ss) + block >= _I32
+    # constexprs: HAS_RESIDUAL, HAS_WEIGHT, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64
+    _NORM.launch((-(-n_rows // rows_pp),), (x, xs, res, rs, q, qs, scales_out, ss, w, n_rows, n_cols, eps),
+                 (has_res, has_w, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64), warps)
+
+
+def silu_and_mul_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor, group_size: int) -> None:
+    """``q_out <- quantize(silu(x[..., :d]) * x[..., d:])`` by groups of ``group_size`` output columns,
+    ``scales_out`` (float32 (..., d // group_size), row- or column-major) <- each group's scale."""
+    d = x.shape[-1] // 2
+    if d % group_size:
+        raise ValueError(f"triton silu_and_mul_group_quant: group_size {group_size} does not divide d = {d}")
+    if q_out.numel() == 0:  # no tokens
+        return
+    xs, qs, s_tok = _geometry("silu_and_mul_group_quant", x, q_out, scales=scales_out)
+    s_grp = scales_out.stride(-1)
+    dev = x.device.type
+    fmax, fnuz, sw, rcp = format_params(dev, q_out.dtype)
+    n_rows = q_out.numel() // d
+    groups = d // group_size
+    n_tiles = n_rows * groups
+    block_g, brackets = silu_group_params(dev, group_size, x.dtype)
+    for max_tiles, tiles_pp, warps in brackets:
+        if n_tiles <= max_tiles:
+            break
+    last_tok = n_rows + tiles_pp  # masked tail tiles compute offsets past the last token
+    idx64 = (n_tiles + tiles_pp >= _I32 or last_tok * max(xs, qs) + 2 * d + block_g >= _I32
+             or last_tok * s_tok + groups * s_grp >= _I32)
+    # constexprs: GROUP, BLOCK_G, TILES, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64
+    _SILU.launch((-(-n_tiles // tiles_pp),),
+                 (x, xs, _encoded(q_out, sw), qs, scales_out, s_tok, s_grp, n_tiles, groups, d),
+                 (group_size, block_g, tiles_pp, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64), warps)

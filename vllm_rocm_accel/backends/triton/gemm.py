@@ -1,0 +1,206 @@
+"""Triton FP8 GEMM launchers: tile configs and grids for ``kernels/triton/gemm.py``.
+
+The launchers write into the (M, N) output they are given; the op layer allocates it,
+validates, and asks :func:`supports_args_gemm_a8w8` / :func:`supports_args_blockscale` first.
+
+Accumulation: ``promote_every`` (config, per family) is how many K elements the tensor cores
+sum before a float32 add (Triton's ``max_num_imprecise_acc``); 0 / absent leaves Triton's
+default, which on Hopper never promotes: the fast accumulation that vLLM's CUTLASS FP8
+kernels for sm90 also use. Promoting every 128 cost 25-35% at large M on the H100
+(docs/performance.md), so the cuda config leaves it off.
+
+Tile configs are data (``configs/gemm.json``), per device family: a list of rules, the first
+whose ``max_m`` (and, when given, ``min_n`` / ``min_k`` / ``max_n`` / ``max_k``) admits the
+call wins. A rule's ``split_k`` deals the K blocks of each output tile to that many programs
+when the tile grid alone would leave multiprocessors idle (small M): the split is cut to what
+puts two programs on each multiprocessor (``2 * multiprocessors // tiles``) and to at least ``min_k_per_split`` K
+elements per program, and never applied where it would not pay.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Optional
+
+import torch
+
+from ... import fp8
+from ...checks.gemm import BLOCK
+from ...kernels.triton import gemm as _k
+from .fast_launch import FastLauncher
+
+_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "gemm.json")
+_GEMM = FastLauncher(_k.gemm_a8w8_kernel)
+_EPILOGUE = FastLauncher(_k.splitk_epilogue_kernel)
+_BLOCKSCALE = FastLauncher(_k.gemm_a8w8_blockscale_kernel)
+_LAUNCHERS = (_GEMM, _EPILOGUE, _BLOCKSCALE)
+_I32 = 2**31
+_PARAMS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
+
+
+@functools.lru_cache(maxsize=1)
+def _config() -> dict:
+    with open(_CONFIG_PATH) as f:
+        return json.load(f)
+
+
+@functools.lru_cache(maxsize=None)
+def _family(device_type: str) -> str:
+    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
+        return "interpret"
+    if device_type == "cuda":
+        return "rocm" if torch.version.hip else "cuda"
+    return "interpret"
+
+
+def _section(device_type: str, name: str) -> dict:
+    cfg = _config()
+    return (cfg.get(_family(device_type)) or cfg["cuda"])[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # the interpreter: small, so that tests exercise split-K
+    return _multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _promote_every(device_type: str) -> int:
+    return int(_section(device_type, "gemm_a8w8").get("promote_every") or 0)
+
+
+def _promote(device: torch.device, block_k: int):
+    """``max_num_imprecise_acc`` for the kernel: None (Triton's default: never promote, the
+    fast accumulation vLLM's CUTLASS FP8 kernels use on Hopper) or the config's stretch."""
+    every = _promote_every(device.type)
+    return min(every, block_k) if every else None
+
+
+def _admits(rule: dict, m: int, n: int, k: int) -> bool:
+    return (m <= rule.get("max_m", 1 << 62) and n >= rule.get("min_n", 0) and k >= rule.get("min_k", 0)
+            and n <= rule.get("max_n", 1 << 62) and k <= rule.get("max_k", 1 << 62))
+
+
+@functools.lru_cache(maxsize=4096)
+def gemm_params(device: torch.device, m: int, n: int, k: int) -> tuple:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages, SPLIT_K) for an (M, N, K) call."""
+    rules = _section(device.type, "gemm_a8w8")["rules"]
+    rule = next((r for r in rules if _admits(r, m, n, k)), rules[-1])
+    bm, bn, bk, gm, warps, stages = (int(rule[p]) for p in _PARAMS)
+    split = 1
+    max_split = int(rule.get("split_k", 1))
+    if max_split > 1:
+        tiles = -(-m // bm) * -(-n // bn)
+        fill = 2 * _sm_count(device) // max(tiles, 1)  # up to two programs per multiprocessor
+        by_k = k // max(int(rule.get("min_k_per_split", bk)), bk)
+        split = max(1, min(max_split, fill, by_k))
+        split = 1 << (split.bit_length() - 1)  # a power of two
+    return bm, bn, bk, gm, warps, stages, split
+
+
+@functools.lru_cache(maxsize=4096)
+def blockscale_params(device: torch.device, m: int, n: int, k: int) -> tuple:
+    """(BLOCK_M, BLOCK_N, BLOCK_K = 128, GROUP_M, num_warps, num_stages) for an (M, N, K) call."""
+    rules = _section(device.type, "gemm_a8w8_blockscale")["rules"]
+    rule = next((r for r in rules if _admits(r, m, n, k)), rules[-1])
+    params = tuple(int(rule[p]) for p in _PARAMS)
+    if params[2] != BLOCK or not (params[1] % BLOCK == 0 or BLOCK % params[1] == 0):
+        raise ValueError(f"gemm.json: blockscale BLOCK_K must be {BLOCK} and BLOCK_N divide or be a multiple of it, "
+                         f"got {rule}")
+    return params
+
+
+def clear_caches() -> None:
+    """Forget the loaded config and every cached launch choice (for tests and retuning)."""
+    _config.cache_clear()
+    _family.cache_clear()
+    gemm_params.cache_clear()
+    blockscale_params.cache_clear()
+    _promote_every.cache_clear()
+    for launcher in _LAUNCHERS:
+        launcher.clear()
+
+
+# --- what the kernels take ------------------------------------------------------------
+def _native_formats(device: torch.device) -> tuple[torch.dtype, ...]:
+    """FP8 formats whose dot this device's Triton runs natively."""
+    if device.type != "cuda":
+        return fp8.FP8_DTYPES  # the interpreter decodes both exactly
+    if torch.version.hip:
+        from ... import platform
+
+        arch = platform.device_arch(platform.device_index(device))
+        return (fp8.FNUZ,) if fp8.arch_uses_fnuz(arch) else (fp8.FN,)
+    return (fp8.FN,) if torch.cuda.get_device_capability(device) >= (8, 9) else ()
+
+
+def _operand_reason(a: torch.Tensor, w: torch.Tensor) -> Optional[str]:
+    if a.dtype not in _native_formats(a.device):
+        return f"Triton has no native {a.dtype} dot on this device"
+    return None
+
+
+def supports_args_gemm_a8w8(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype) -> Optional[str]:
+    return _operand_reason(a, w)
+
+
+def supports_args_blockscale(a, w, a_scale, w_scale, out_dtype) -> Optional[str]:
+    return _operand_reason(a, w)
+
+
+# --- launchers ------------------------------------------------------------------------
+def _idx64(*extents: int) -> bool:
+    return max(extents) >= _I32
+
+
+def _scale_stride(t: torch.Tensor) -> int:
+    return t.stride(0) if t.dim() else 0
+
+
+def gemm_a8w8(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.Tensor,
+              a_kind: str, w_kind: str, bias: Optional[torch.Tensor], params: Optional[tuple] = None) -> None:
+    """``out <- (a * a_scale) @ (w * w_scale).T (+ bias)``, out (M, N) with unit last-dim stride.
+    ``params`` overrides the config's (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages,
+    SPLIT_K) (for tuning)."""
+    m, k = a.shape
+    n = w.shape[0]
+    bm, bn, bk, gm, warps, stages, split = params or gemm_params(a.device, m, n, k)
+    idx64 = _idx64(m * a.stride(0), n * w.stride(0), m * out.stride(0), split * m * n)
+    sa_stride = _scale_stride(a_scale) if a_kind == "token" else 0  # stride 0: one scale for every row
+    sw_stride = _scale_stride(w_scale) if w_kind == "channel" else 0
+    has_bias = bias is not None
+    bias_arg = bias if has_bias else out
+    tiles = -(-m // bm) * -(-n // bn)
+    ws = out if split == 1 else torch.empty((split, m, n), dtype=torch.float32, device=a.device)
+    # constexprs: HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, IDX64, PROMOTE
+    _GEMM.launch((tiles, split), (a, w, out, ws, a_scale, sa_stride, w_scale, sw_stride, bias_arg, m, n, k,
+                                  a.stride(0), w.stride(0), out.stride(0)),
+                 (has_bias, bm, bn, bk, gm, split, k % bk == 0, idx64, _promote(a.device, bk)), warps, stages)
+    if split > 1:
+        ebm, ebn = 32, 128
+        # constexprs: HAS_BIAS, SPLIT_K, BLOCK_M, BLOCK_N
+        _EPILOGUE.launch((-(-m // ebm), -(-n // ebn)), (ws, out, a_scale, sa_stride, w_scale, sw_stride, bias_arg, m,
+                                                        n, out.stride(0)),
+                         (has_bias, split, ebm, ebn), 4)
+
+
+def gemm_a8w8_blockscale(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torch.Tensor,
+                         w_scale: torch.Tensor, params: Optional[tuple] = None) -> None:
+    """``out <- sum over K blocks of (a_blk @ w_blk.T) * a_scale[:, kb] * w_scale[n // 128, kb]``;
+    ``params`` overrides the config's (BLOCK_M, BLOCK_N, 128, GROUP_M, num_warps, num_stages)."""
+    m, k = a.shape
+    n = w.shape[0]
+    bm, bn, bk, gm, warps, stages = params or blockscale_params(a.device, m, n, k)
+    idx64 = _idx64(m * a.stride(0), n * w.stride(0), m * out.stride(0))
+    tiles = -(-m // bm) * -(-n // bn)
+    # constexprs: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, EVEN_K, IDX64
+    _BLOCKSCALE.launch((tiles,), (a, w, out, a_scale, w_scale, m, n, k, a.stride(0), w.stride(0), out.stride(0),
+                                  a_scale.stride(0), a_scale.stride(1), w_scale.stride(0), w_scale.stride(1)),
+                       (bm, bn, bk, gm, k % bk == 0, idx64), warps, stages)
