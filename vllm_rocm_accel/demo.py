@@ -110,6 +110,7 @@ def run_generation(
     prompts: Optional[Sequence[Sequence[int]]] = None,
     timeout: float = TIMEOUT_S,
     env: Optional[dict[str, Optional[str]]] = None,
+    quantization: Optional[str] = None,
 ) -> dict:
     """Generate greedily with vLLM in a fresh subprocess; returns the worker's result.
 
@@ -123,7 +124,9 @@ def run_generation(
     and ``VLLM_CPU_KVCACHE_SPACE=1`` unless already set; ``env`` adds, replaces
     or (value ``None``) removes variables (the tests give each run a private
     ``VLLM_CACHE_ROOT``); ``VLLM_ROCM_ACCEL_ROUTE_VLLM_LAYERS`` always follows
-    ``route``.
+    ``route``. ``quantization`` (e.g. ``fp8_per_channel``, vLLM's online FP8 with per-channel
+    weights and per-token activations) serves the model quantized, in bfloat16 (vLLM's FP8
+    methods take no float32); ``linear_kernels`` then counts the FP8 kernel of each layer.
     """
     child_env = dict(os.environ)
     for key, value in _CHILD_ENV_DEFAULTS.items():
@@ -146,6 +149,8 @@ def run_generation(
     ]
     if prompts is not None:
         cmd += ["--prompts", json.dumps([list(map(int, p)) for p in prompts])]
+    if quantization:
+        cmd += ["--quantization", quantization]
 
     start = time.monotonic()
     try:
@@ -194,10 +199,18 @@ def _inspect_model(model) -> dict:
     classes = collections.Counter(
         type(m).__name__ for m in model.modules() if type(m).__name__.endswith("RMSNorm")
     )
-    return {"pid": os.getpid(), "norm_classes": dict(sorted(classes.items()))}
+    # The FP8 kernel vLLM chose for each quantized linear layer (on its method or its scheme).
+    kernels = collections.Counter()
+    for m in model.modules():
+        owner = getattr(m, "scheme", None) or getattr(m, "quant_method", None)
+        if owner is not None and getattr(owner, "fp8_linear", None) is not None:
+            kernels[type(owner.fp8_linear).__name__] += 1
+    return {"pid": os.getpid(), "norm_classes": dict(sorted(classes.items())),
+            "linear_kernels": dict(sorted(kernels.items()))}
 
 
-def _worker(model_dir: str, enforce_eager: bool, max_tokens: int, prompts: list[list[int]]) -> dict:
+def _worker(model_dir: str, enforce_eager: bool, max_tokens: int, prompts: list[list[int]],
+            quantization: Optional[str] = None) -> dict:
     from . import plugin
 
     installed = entry_point_installed()
@@ -220,7 +233,8 @@ def _worker(model_dir: str, enforce_eager: bool, max_tokens: int, prompts: list[
     llm = LLM(
         model=model_dir,
         skip_tokenizer_init=True,
-        dtype="float32",
+        dtype="bfloat16" if quantization else "float32",
+        quantization=quantization,
         enforce_eager=enforce_eager,
         gpu_memory_utilization=0.3,
         max_model_len=256,
@@ -249,6 +263,8 @@ def _worker(model_dir: str, enforce_eager: bool, max_tokens: int, prompts: list[
         "plugin_loaded_by": ("entry point" if installed else "explicit register()") if state else "nobody",
         "model_in_process": inspected.get("pid") == os.getpid(),
         "norm_classes": inspected.get("norm_classes", {}),
+        "linear_kernels": inspected.get("linear_kernels", {}),
+        "quantization": quantization,
         "num_layers": _num_layers(model_dir),
         "enforce_eager": enforce_eager,
         "num_prompts": len(prompts),
@@ -269,6 +285,8 @@ def _format(result: dict, prompts: Sequence[Sequence[int]], mode: str) -> str:
     for i, (prompt, toks) in enumerate(zip(prompts, result["tokens"])):
         lines.append(f"  prompt {i} ({len(prompt)} tokens) -> {toks}")
     lines.append(f"  routed vLLM layers: {', '.join(result['routed_layers']) or 'none'}")
+    if result.get("linear_kernels"):
+        lines.append("  FP8 linear kernels: " + ", ".join(f"{k} x{v}" for k, v in result["linear_kernels"].items()))
     if result.get("norm_classes"):
         lines.append("  norm modules in the model: " + ", ".join(f"{k} x{v}" for k, v in result["norm_classes"].items()))
     lines.append("  calls per (op, backend):")
@@ -282,6 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--compile", action="store_true", help="run vLLM compiled (torch.compile) instead of eager")
     parser.add_argument("--no-route", action="store_true", help="leave vLLM's layers alone (VLLM_ROCM_ACCEL_ROUTE_VLLM_LAYERS=0)")
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--quantization", help="serve quantized with this vLLM method, e.g. fp8_per_channel (bfloat16)")
     parser.add_argument("--model-dir", help="where to write/read the tiny model (default: a temporary directory)")
     # Child mode, used by run_generation().
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -294,7 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.model:
             parser.error("--worker needs --model")
         prompts = json.loads(args.prompts) if args.prompts else default_prompts()
-        result = _worker(args.model, bool(args.eager), args.max_tokens, prompts)
+        result = _worker(args.model, bool(args.eager), args.max_tokens, prompts, args.quantization)
         print(RESULT_MARKER + json.dumps(result), flush=True)
         return 0
 
@@ -304,7 +323,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model_dir = make_tiny_llama(args.model_dir or os.path.join(tmp, "tiny-llama"))
         result = run_generation(
             model_dir, enforce_eager=not args.compile, route=not args.no_route,
-            max_tokens=args.max_tokens, prompts=prompts,
+            max_tokens=args.max_tokens, prompts=prompts, quantization=args.quantization,
         )
     print(_format(result, prompts, mode))
     return 0
