@@ -32,7 +32,8 @@ from ...fp8 import AMAX_FLOOR
 from ...kernels.triton import fused_quant as _k
 from .fast_launch import FastLauncher
 from .norm import _row_stride, _weight_reason
-from .quant import _encoded, _family, _format_reason, _pow2_ceil, _token_stride, _x_reason, format_params
+from .quant import (_encoded, _family, _format_reason, _token_stride, _x_reason, format_params, group_kernel_params,
+                    row_kernel_params)
 
 _CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "fused_quant.json")
 _NORM = FastLauncher(_k.rms_norm_quant_rows_kernel)
@@ -40,7 +41,6 @@ _NORM_LOOPED = FastLauncher(_k.rms_norm_quant_looped_kernel)
 _SILU = FastLauncher(_k.silu_mul_group_quant_kernel)
 _LAUNCHERS = (_NORM, _NORM_LOOPED, _SILU)
 _I32 = 2**31
-_NEVER = 2**63
 
 
 # --- launch parameters ------------------------------------------------------
@@ -55,47 +55,18 @@ def _family_config(device_type: str) -> dict:
     return cfg.get(_family(device_type)) or cfg["cuda"]
 
 
-def _table(section: dict, dtype: torch.dtype) -> list:
-    tables = section["tables"]
-    return tables.get(str(dtype).removeprefix("torch."), tables["default"])
-
-
-def _pow2(name: str, value: int) -> int:
-    if value < 1 or value & (value - 1):
-        raise ValueError(f"fused_quant.json: {name} must be a power of two, got {value}")
-    return value
-
-
 @functools.lru_cache(maxsize=None)
 def norm_quant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[int, int, int, int, int, int]:
     """(looped_from_rows, BLOCK_N, rows_per_program, num_warps, looped BLOCK_N, looped num_warps) for
     rows of ``n_cols`` elements: calls of at least ``looped_from_rows`` rows take the looped kernel."""
-    section = _family_config(device_type)["rms_norm_quant"]
-    looped = section["looped"]
-    lentry = next((e for e in looped if n_cols <= e["max_cols"]), looped[-1])
-    lblock, lwarps = _pow2("looped block", int(lentry["block"])), int(lentry["num_warps"])
-    block = _pow2_ceil(n_cols)
-    if n_cols > section["single_pass_max_cols"]:
-        return 0, block, 1, lwarps, lblock, lwarps
-    table = _table(section, dtype)
-    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
-    idle = 1 - n_cols / block  # share of a single-pass tile that padding leaves idle
-    padded = n_cols > lblock and idle > section["single_pass_max_idle"]
-    looped_from = int(section["padded_looped_min_rows"]) if padded else _NEVER
-    return (looped_from, block, _pow2("rows_per_program", int(entry["rows_per_program"])), int(entry["num_warps"]),
-            lblock, lwarps)
+    return row_kernel_params(_family_config(device_type)["rms_norm_quant"], n_cols, dtype, "fused_quant.json")
 
 
 @functools.lru_cache(maxsize=None)
 def silu_group_params(device_type: str, group_size: int, dtype: torch.dtype) -> tuple[int, tuple]:
     """(BLOCK_G, ((max_tiles, tiles_per_program, num_warps), ...)) for groups of ``group_size``."""
-    block_g = _pow2_ceil(group_size)
-    brackets = tuple(
-        (int(e["max_tiles"]), max(1, _pow2("elements_per_program", int(e["elements_per_program"])) // block_g),
-         int(e["num_warps"]))
-        for e in _table(_family_config(device_type)["silu_mul_group_quant"], dtype)
-    )
-    return block_g, brackets
+    return group_kernel_params(_family_config(device_type)["silu_mul_group_quant"], group_size, dtype,
+                               "fused_quant.json")
 
 
 def clear_caches() -> None:

@@ -30,6 +30,7 @@ from ... import fp8
 from ...checks.gemm import BLOCK
 from ...kernels.triton import gemm as _k
 from .fast_launch import FastLauncher
+from .quant import _family  # the config family of a device type (cuda / rocm / interpret), shared
 
 _CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "gemm.json")
 _GEMM = FastLauncher(_k.gemm_a8w8_kernel)
@@ -44,15 +45,6 @@ _PARAMS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages"
 def _config() -> dict:
     with open(_CONFIG_PATH) as f:
         return json.load(f)
-
-
-@functools.lru_cache(maxsize=None)
-def _family(device_type: str) -> str:
-    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
-        return "interpret"
-    if device_type == "cuda":
-        return "rocm" if torch.version.hip else "cuda"
-    return "interpret"
 
 
 def _section(device_type: str, name: str) -> dict:
@@ -120,7 +112,6 @@ def blockscale_params(device: torch.device, m: int, n: int, k: int) -> tuple:
 def clear_caches() -> None:
     """Forget the loaded config and every cached launch choice (for tests and retuning)."""
     _config.cache_clear()
-    _family.cache_clear()
     gemm_params.cache_clear()
     blockscale_params.cache_clear()
     _promote_every.cache_clear()

@@ -71,9 +71,9 @@ def _table(section: dict, dtype: torch.dtype) -> list:
     return tables.get(str(dtype).removeprefix("torch."), tables["default"])
 
 
-def _pow2(name: str, value: int) -> int:
+def _pow2(name: str, value: int, source: str = "quant.json") -> int:
     if value < 1 or value & (value - 1):
-        raise ValueError(f"quant.json: {name} must be a power of two, got {value}")
+        raise ValueError(f"{source}: {name} must be a power of two, got {value}")
     return value
 
 
@@ -109,10 +109,16 @@ def per_tensor_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tupl
 def per_token_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[int, int, int, int, int, int]:
     """(looped_from_rows, BLOCK_N, rows_per_program, num_warps, looped BLOCK_N, looped num_warps) for
     rows of ``n_cols`` elements: calls of at least ``looped_from_rows`` rows take the looped kernel."""
-    section = _family_config(device_type)["per_token"]
+    return row_kernel_params(_family_config(device_type)["per_token"], n_cols, dtype)
+
+
+def row_kernel_params(section: dict, n_cols: int, dtype: torch.dtype,
+                      source: str = "quant.json") -> tuple[int, int, int, int, int, int]:
+    """The per-token launch choice from a config ``section`` of that shape (shared with the fused
+    norm + quant kernels): whole rows in one pass, or the looped kernel for long / padded rows."""
     looped = section["looped"]
     lentry = next((e for e in looped if n_cols <= e["max_cols"]), looped[-1])
-    lblock, lwarps = _pow2("looped block", int(lentry["block"])), int(lentry["num_warps"])
+    lblock, lwarps = _pow2("looped block", int(lentry["block"]), source), int(lentry["num_warps"])
     block = _pow2_ceil(n_cols)
     if n_cols > section["single_pass_max_cols"]:
         return 0, block, 1, lwarps, lblock, lwarps
@@ -121,18 +127,26 @@ def per_token_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple
     idle = 1 - n_cols / block  # share of a single-pass tile that padding leaves idle
     padded = n_cols > lblock and idle > section["single_pass_max_idle"]
     looped_from = int(section["padded_looped_min_rows"]) if padded else _NEVER
-    return (looped_from, block, _pow2("rows_per_program", int(entry["rows_per_program"])), int(entry["num_warps"]),
-            lblock, lwarps)
+    return (looped_from, block, _pow2("rows_per_program", int(entry["rows_per_program"]), source),
+            int(entry["num_warps"]), lblock, lwarps)
 
 
 @functools.lru_cache(maxsize=None)
 def per_token_group_params(device_type: str, group_size: int, dtype: torch.dtype) -> tuple[int, tuple]:
     """(BLOCK_G, ((max_tiles, tiles_per_program, num_warps), ...)) for groups of ``group_size``."""
+    return group_kernel_params(_family_config(device_type)["per_token_group"], group_size, dtype)
+
+
+def group_kernel_params(section: dict, group_size: int, dtype: torch.dtype,
+                        source: str = "quant.json") -> tuple[int, tuple]:
+    """The per-token-group launch choice from a config ``section`` of that shape (shared with
+    the fused silu + group quant kernel)."""
     block_g = _pow2_ceil(group_size)
     brackets = tuple(
-        (int(e["max_tiles"]), max(1, _pow2("elements_per_program", int(e["elements_per_program"])) // block_g),
+        (int(e["max_tiles"]),
+         max(1, _pow2("elements_per_program", int(e["elements_per_program"]), source) // block_g),
          int(e["num_warps"]))
-        for e in _table(_family_config(device_type)["per_token_group"], dtype)
+        for e in _table(section, dtype)
     )
     return block_g, brackets
 
