@@ -25,6 +25,12 @@ _fused_add_rms_norm_ = _OPS["fused_add_rms_norm_"]
 _Tensor = torch.Tensor
 
 
+def _attention():
+    from .ops import attention
+
+    return attention
+
+
 def _python_types_ok(x, weight, epsilon, residual=None) -> bool:
     """The dispatcher rejects wrong Python types with a RuntimeError before our
     checks run; this cheap test lets the facade raise the clear TypeError instead."""
@@ -300,6 +306,58 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
 
             check_gemm_a8w8_blockscale_args(a, w, a_scale, w_scale, out_dtype)
         return _OPS["gemm_a8w8_blockscale"](a, w, a_scale, w_scale, out_dtype, backend or "auto")
+
+    # -- attention family -------------------------------------------------------
+    @staticmethod
+    def is_mha_enabled() -> bool:
+        return rocm_accel_ops.is_feature_enabled("mha")
+
+    @staticmethod
+    def flash_attn_func(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        dropout_p: float = 0.0,
+        softmax_scale: Optional[float] = None,
+        causal: bool = False,
+        window_size: tuple[int, int] = (-1, -1),
+        softcap: float = 0.0,
+        alibi_slopes: Optional[torch.Tensor] = None,
+        deterministic: bool = False,
+        return_lse: bool = False,
+        backend: Optional[str] = None,
+    ):
+        """FlashAttention's ``flash_attn_func``: q (B, Sq, Hq, D), k (B, Sk, Hk, D), v (B, Sk, Hk, Dv)
+        -> out (B, Sq, Hq, Dv), plus lse (B, Hq, Sq) float32 with ``return_lse``. Differentiable.
+        Causal is aligned to the bottom-right corner; rows that see no key give zeros (lse +inf)."""
+        return _attention().flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                                            alibi_slopes, deterministic, return_lse, backend or "auto")
+
+    @staticmethod
+    def flash_attn_varlen_func(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        cu_seqlens_q: torch.Tensor,
+        cu_seqlens_k: torch.Tensor,
+        max_seqlen_q: int,
+        max_seqlen_k: int,
+        dropout_p: float = 0.0,
+        softmax_scale: Optional[float] = None,
+        causal: bool = False,
+        window_size: tuple[int, int] = (-1, -1),
+        softcap: float = 0.0,
+        alibi_slopes: Optional[torch.Tensor] = None,
+        deterministic: bool = False,
+        return_lse: bool = False,
+        backend: Optional[str] = None,
+    ):
+        """FlashAttention's ``flash_attn_varlen_func`` on packed (T, H, D) tensors with int32
+        ``cu_seqlens`` (B + 1,); lse is (Hq, Tq). Differentiable."""
+        return _attention().flash_attn_varlen_func(
+            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
+            window_size, softcap, alibi_slopes, deterministic, return_lse, backend or "auto",
+        )
 
     # -- introspection --------------------------------------------------------
     call_counts = staticmethod(call_counts)

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     VLLM_ROCM_ACCEL_ROUTE_VLLM_LAYERS: bool = True
     VLLM_ROCM_ACCEL_POLICY_FILE: Optional[str] = None
     VLLM_ROCM_ACCEL_CHECK_POSITIONS: bool = False
+    VLLM_ROCM_ACCEL_CHECK_SEQLENS: bool = True
     VLLM_ROCM_ACCEL_FP8_LINEAR: bool = True
 
     @field_validator("*", mode="before")

@@ -24,6 +24,9 @@ OP_FEATURES: dict[str, str | None] = {
     "silu_and_mul_group_quant": None,
     "gemm_a8w8": "linear",
     "gemm_a8w8_blockscale": "linear",
+    # vLLM gates AITER's flash_attn_func / flash_attn_varlen_func with VLLM_ROCM_USE_AITER_MHA.
+    "flash_attn_fwd": "mha",
+    "flash_attn_bwd": "mha",
 }
 OP_NAMES: tuple[str, ...] = tuple(OP_FEATURES)
 
@@ -34,4 +37,5 @@ FAMILIES: tuple[str, ...] = (
     "quant",
     "fused_quant",
     "gemm",
+    "attention",
 )

@@ -1,0 +1,313 @@
+"""The attention family, part 1: FlashAttention's ``flash_attn_func`` / ``flash_attn_varlen_func``.
+
+Custom ops (``torch.ops.rocm_accel.*``), one pair for the dense and the varlen layouts alike
+(``cu_seqlens_q`` is None for dense):
+
+* ``flash_attn_fwd(q, k, v, cu_seqlens_q?, cu_seqlens_k?, max_seqlen_q, max_seqlen_k,
+  softmax_scale, causal, window_left, window_right, softcap, alibi_slopes?, dropout_p, seed,
+  return_lse, backend="auto") -> (out, lse)``; ``lse`` is empty (numel 0) unless ``return_lse``;
+* ``flash_attn_bwd(dout, q, k, v, out, lse, ...same options...) -> (dq, dk, dv)``.
+
+``flash_attn_fwd`` is differentiable through ``torch.library.register_autograd``: its
+backward calls ``flash_attn_bwd``, so eager training, ``torch.compile`` and AOT autograd all
+see two registered ops with fake implementations. ``lse`` is not differentiable (as in
+FlashAttention). The layouts and the masking rules are in :mod:`vllm_rocm_accel.checks.attention`.
+
+The public functions here (:func:`flash_attn_func`, :func:`flash_attn_varlen_func`, used by
+the facade) validate, pad head dims that are not multiples of 8 with zeros (sliced off after,
+so gradients flow through the pad), ask for the LSE whenever a backward may need it, and draw
+the dropout seed from torch's generator.
+
+Argument checks run before any backend (nothing is written on a bad call); for varlen the
+``cu_seqlens`` values are checked too (one small device-to-host copy each), unless
+``VLLM_ROCM_ACCEL_CHECK_SEQLENS=0`` or a CUDA graph is being captured.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .. import dispatch, settings
+from ..backends.aiter import attention as aiter_attn
+from ..backends.torch import attention as torch_attn
+from ..checks.attention import AttnProblem, check_backward, check_dense, check_seqlens_values, check_varlen
+from ..checks.attention import check_op_args as problem_of
+from ..fake_impls import attention as fake
+from ..registry import register_op
+from .stats import count
+
+FWD = "flash_attn_fwd"
+BWD = "flash_attn_bwd"
+HEAD_DIM_MULTIPLE = 8
+
+# --- backends ---------------------------------------------------------------
+_triton_mod = None
+
+
+def _triton():
+    global _triton_mod
+    if _triton_mod is None:
+        from ..backends.triton import attention as triton_attn  # imports triton: only on first use
+
+        _triton_mod = triton_attn
+    return _triton_mod
+
+
+def _triton_forward(*args):
+    return _triton().forward(*args)
+
+
+def _triton_backward(*args):
+    return _triton().backward(*args)
+
+
+def _triton_supports(*args):
+    return _triton().supports_args(*args)
+
+
+def _call_shape(q, k, v, cu_q, cu_k, alibi, p: AttnProblem) -> dispatch.CallShape:
+    """Policy rows are the (max) key length, columns the head dim."""
+    return dispatch.CallShape(q.device, q.dtype, p.seqlen_k, p.head_dim)
+
+
+_aiter_gate = dispatch.aiter_supported_for("mha")  # vLLM gates AITER's MHA with VLLM_ROCM_USE_AITER_MHA
+
+
+def _aiter_supported(device: torch.device) -> Optional[str]:
+    return _aiter_gate(device) or aiter_attn.arch_unsupported_reason(device)
+
+
+def _dispatch(op: str, runs: dict) -> dispatch.OpDispatch:
+    return dispatch.OpDispatch(
+        op,
+        [
+            dispatch.Backend("aiter", runs["aiter"], _aiter_supported, aiter_attn.supports_args),
+            dispatch.Backend("triton", runs["triton"], dispatch.triton_supported, _triton_supports),
+            dispatch.Backend("torch", runs["torch"], dispatch.torch_supported, torch_attn.supports_args),
+        ],
+        _call_shape,
+    )
+
+
+FLASH_ATTN_FWD = _dispatch(FWD, {"aiter": aiter_attn.forward, "triton": _triton_forward, "torch": torch_attn.forward})
+FLASH_ATTN_BWD = _dispatch(BWD, {"aiter": aiter_attn.backward, "triton": _triton_backward, "torch": torch_attn.backward})
+
+
+# --- the checks shared by impls and fakes -------------------------------------
+def _check_values(p: AttnProblem, cu_seqlens_q, cu_seqlens_k) -> None:
+    if not p.varlen or not settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
+        return
+    if cu_seqlens_q.is_cuda and torch.cuda.is_current_stream_capturing():
+        return  # a host read would break the capture; graphs replay pre-validated metadata
+    check_seqlens_values(cu_seqlens_q, cu_seqlens_k, p.seqlen_q, p.seqlen_k, p.total_q, p.total_k)
+
+
+def _unit_last(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return t if t is None or t.stride(-1) == 1 or t.numel() == 0 else t.contiguous()
+
+
+def _empty_result(q, p: AttnProblem, return_lse: bool):
+    """Calls no backend needs to see: no query rows, or dense with no keys."""
+    out = torch.zeros(p.out_shape(), dtype=q.dtype, device=q.device)
+    lse = torch.full(p.lse_shape() if return_lse else (0,), float("inf"), dtype=torch.float32, device=q.device)
+    return out, lse
+
+
+def _trivial(p: AttnProblem) -> bool:
+    return p.total_q == 0 or (not p.varlen and p.seqlen_k == 0)
+
+
+# --- op implementations -----------------------------------------------------
+def flash_attn_fwd_impl(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: Optional[torch.Tensor],
+    cu_seqlens_k: Optional[torch.Tensor],
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    causal: bool,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+    alibi_slopes: Optional[torch.Tensor],
+    dropout_p: float,
+    seed: int,
+    return_lse: bool,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    p = problem_of(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+                   window_left, window_right, softcap, alibi_slopes, dropout_p, seed)
+    _check_values(p, cu_seqlens_q, cu_seqlens_k)
+    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+    alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
+    args = (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p)
+    impl = FLASH_ATTN_FWD.select(backend, args)
+    count(FWD, impl.name)
+    if _trivial(p):
+        return _empty_result(q, p, return_lse)
+    out, lse = impl.run(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p, return_lse)
+    if not return_lse:
+        lse = torch.empty(0, dtype=torch.float32, device=q.device)
+    return out, lse
+
+
+def flash_attn_bwd_impl(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    cu_seqlens_q: Optional[torch.Tensor],
+    cu_seqlens_k: Optional[torch.Tensor],
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    causal: bool,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+    alibi_slopes: Optional[torch.Tensor],
+    dropout_p: float,
+    seed: int,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``flash_attn_fwd``'s ``out``. An empty ``lse`` (the forward ran without
+    ``return_lse``) is recomputed with one forward pass of the chosen backend."""
+    p = problem_of(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+                   window_left, window_right, softcap, alibi_slopes, dropout_p, seed)
+    lse_given = lse.numel() > 0 or _trivial(p)
+    if lse_given:
+        check_backward(dout, out, lse, p)
+    else:
+        check_backward(dout, out, torch.empty(p.lse_shape(), dtype=torch.float32, device="meta"), p)
+    _check_values(p, cu_seqlens_q, cu_seqlens_k)
+    dout, q, k, v, out = (_unit_last(t) for t in (dout, q, k, v, out))
+    alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
+    args = (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p)
+    impl = FLASH_ATTN_BWD.select(backend, args)
+    count(BWD, impl.name)
+    if _trivial(p):
+        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    if not lse_given:
+        _, lse = FLASH_ATTN_FWD.backends[impl.name].run(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p, True)
+    return impl.run(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi, p)
+
+
+# --- autograd -----------------------------------------------------------------
+_FWD_ARGS = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k", "softmax_scale",
+             "causal", "window_left", "window_right", "softcap", "alibi_slopes", "dropout_p", "seed",
+             "return_lse", "backend")
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    named = dict(zip(_FWD_ARGS, inputs))
+    out, lse = output
+    ctx.save_for_backward(named["q"], named["k"], named["v"], out, lse, named["cu_seqlens_q"],
+                          named["cu_seqlens_k"], named["alibi_slopes"])
+    ctx.options = tuple(named[n] for n in ("max_seqlen_q", "max_seqlen_k", "softmax_scale", "causal",
+                                           "window_left", "window_right", "softcap"))
+    ctx.dropout = (named["dropout_p"], named["seed"])
+    ctx.backend = named["backend"]
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, dout, _dlse):
+    q, k, v, out, lse, cu_q, cu_k, alibi = ctx.saved_tensors
+    dq, dk, dv = torch.ops.rocm_accel.flash_attn_bwd(
+        dout, q, k, v, out, lse, cu_q, cu_k, *ctx.options, alibi, *ctx.dropout, ctx.backend
+    )
+    return (dq, dk, dv) + (None,) * (len(_FWD_ARGS) - 3)
+
+
+# --- the public functions (facade) ------------------------------------------------
+def _pad_to(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    extra = -t.shape[-1] % multiple
+    return F.pad(t, (0, extra)) if extra else t
+
+
+def _prepare(q, k, v):
+    """Head dims that are not multiples of 8 get zero columns (q.k and p@v unchanged)."""
+    dv = v.shape[-1]
+    if q.shape[-1] % HEAD_DIM_MULTIPLE or dv % HEAD_DIM_MULTIPLE:
+        q, k, v = (_pad_to(t, HEAD_DIM_MULTIPLE) for t in (q, k, v))
+    return q, k, v, dv
+
+
+def _grad_needed(q, k, v) -> bool:
+    return torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+
+
+def _seed(dropout_p: float) -> int:
+    if dropout_p <= 0:
+        return 0
+    return int(torch.empty((), dtype=torch.int64).random_(0, 2**62).item())  # torch's generator: manual_seed replays
+
+
+def _finish(out, lse, dv, return_lse):
+    if out.shape[-1] != dv:
+        out = out[..., :dv]
+    return (out, lse) if return_lse else out
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                    alibi_slopes=None, deterministic=False, return_lse=False, backend="auto"):
+    """FlashAttention's ``flash_attn_func`` on (B, S, H, D) tensors; ``(out, lse)`` with ``return_lse``.
+
+    ``deterministic`` is accepted for FlashAttention compatibility; every backward here is
+    deterministic (no atomics in ours, AITER's is asked for its deterministic mode)."""
+    p = check_dense(q, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes, dropout_p)
+    seed = _seed(p.dropout_p)
+    q, k, v, dv = _prepare(q, k, v)
+    out, lse = torch.ops.rocm_accel.flash_attn_fwd(
+        q, k, v, None, None, 0, 0, p.softmax_scale, p.causal, p.window_left, p.window_right, p.softcap,
+        alibi_slopes, p.dropout_p, seed, bool(return_lse) or _grad_needed(q, k, v), backend or "auto",
+    )
+    return _finish(out, lse, dv, return_lse)
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                           softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                           deterministic=False, return_lse=False, backend="auto"):
+    """FlashAttention's ``flash_attn_varlen_func`` on packed (T, H, D) tensors; lse is (H, Tq)."""
+    p = check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+                     window_size, softcap, alibi_slopes, dropout_p)
+    seed = _seed(p.dropout_p)
+    q, k, v, dv = _prepare(q, k, v)
+    out, lse = torch.ops.rocm_accel.flash_attn_fwd(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p.softmax_scale, p.causal,
+        p.window_left, p.window_right, p.softcap, alibi_slopes, p.dropout_p, seed,
+        bool(return_lse) or _grad_needed(q, k, v), backend or "auto",
+    )
+    return _finish(out, lse, dv, return_lse)
+
+
+# --- registration ---------------------------------------------------------------
+def example_args(op: str, rows: int, hidden: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    """A typical call for doctor: ``rows`` tokens of one sequence, 32 query / 8 kv heads, D = 128."""
+    q = torch.empty(1, rows, 32, 128, dtype=dtype, device=device)
+    k = torch.empty(1, rows, 8, 128, dtype=dtype, device=device)
+    v = torch.empty(1, rows, 8, 128, dtype=dtype, device=device)
+    p = check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.0)
+    return (q, k, v, None, None, None, p)
+
+
+DISPATCHERS = {FWD: FLASH_ATTN_FWD, BWD: FLASH_ATTN_BWD}
+_autograd_registered = False
+
+
+def register() -> dict[str, torch._ops.OpOverload]:
+    global _autograd_registered
+    ops = {
+        FWD: register_op(FWD, flash_attn_fwd_impl, fake.flash_attn_fwd),
+        BWD: register_op(BWD, flash_attn_bwd_impl, fake.flash_attn_bwd),
+    }
+    if not _autograd_registered:
+        torch.library.register_autograd(f"rocm_accel::{FWD}", _backward, setup_context=_setup_context)
+        _autograd_registered = True
+    return ops
