@@ -14,7 +14,7 @@ import pytest
 
 from . import model
 
-FAMILY_MODELS = ("model_activation", "model_rope", "model_quant", "model_fused_quant", "model_gemm")
+FAMILY_MODELS = ("model_activation", "model_rope", "model_quant", "model_fused_quant", "model_gemm", "model_attention")
 
 
 def build_fake_aiter() -> types.ModuleType:

@@ -37,6 +37,7 @@ AITER_ADAPTER_MODULES = [
     "vllm_rocm_accel.backends.aiter.quant",
     "vllm_rocm_accel.backends.aiter.fused_quant",
     "vllm_rocm_accel.backends.aiter.gemm",
+    "vllm_rocm_accel.backends.aiter.attention",
 ]
 
 DTYPES = [torch.bfloat16, torch.float16]
