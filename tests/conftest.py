@@ -43,7 +43,8 @@ def seed():
 def _interpreter_rounds_bf16_like_gpu(monkeypatch):
     """Under TRITON_INTERPRET the interpreter truncates fp32->bf16; GPUs round to nearest even."""
     if os.environ.get("TRITON_INTERPRET") == "1":
-        from helpers import round_bf16_like_gpu_in_interpreter
+        from helpers import round_bf16_like_gpu_in_interpreter, widen_bf16_dot_in_interpreter
 
         round_bf16_like_gpu_in_interpreter(monkeypatch)
+        widen_bf16_dot_in_interpreter(monkeypatch)
     yield

@@ -62,3 +62,33 @@ def round_bf16_like_gpu_in_interpreter(monkeypatch) -> None:
 
     convert._rounds_bf16_rtne = True
     monkeypatch.setattr(interpreter, "_convert_float", convert)
+
+
+def widen_bf16_dot_in_interpreter(monkeypatch) -> None:
+    """Make the Triton interpreter's ``tl.dot`` on bf16 operands multiply their values.
+
+    Triton 3.9's interpreter hands bf16 dot operands to numpy as their raw uint16 storage, so
+    the products are garbage; widening them to float32 first is exact, and is what a GPU's bf16
+    MMA computes with float32 accumulation. Use from a fixture; a no-op if the interpreter's
+    internals differ.
+    """
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = getattr(interpreter, "InterpreterBuilder", None)
+    original = getattr(builder, "create_dot", None)
+    if original is None or getattr(original, "_widens_bf16", False):
+        return
+
+    def widen(h):
+        if h.dtype.scalar == tl.bfloat16:
+            data = (np.asarray(h.data).astype(np.uint32) << 16).view(np.float32)
+            return interpreter.TensorHandle(data, tl.float32)
+        return h
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return original(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    create_dot._widens_bf16 = True
+    monkeypatch.setattr(builder, "create_dot", create_dot)

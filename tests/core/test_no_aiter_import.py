@@ -32,6 +32,11 @@ SCRIPT = textwrap.dedent(
         q, k = torch.randn(5, 4 * 16), torch.randn(5, 2 * 16)
         rocm_accel_ops.rotary_embedding(pos, q, k, 16, cache, True, backend=backend)
         rocm_accel_ops.rotary_embedding(pos, q, None, 16, cache, False, inplace=False, backend=backend)
+    qa, ka, va = torch.randn(1, 5, 4, 16), torch.randn(1, 6, 2, 16), torch.randn(1, 6, 2, 16)
+    cu = torch.tensor([0, 2, 5], dtype=torch.int32)
+    for backend in ("auto", "torch", "triton"):
+        rocm_accel_ops.flash_attn_func(qa, ka, va, causal=True, backend=backend)
+        rocm_accel_ops.flash_attn_varlen_func(qa[0], ka[0, :5], va[0, :5], cu, cu, 3, 3, backend=backend)
     for name, (disp, example) in dispatchers().items():
         args = example(name, 2, 32, torch.bfloat16, torch.device("cpu"))
         disp.explain(args)

@@ -1,0 +1,187 @@
+"""The Triton attention backend on a real GPU (skipped without one), realistic shapes, against float64.
+
+The reference is computed on the GPU per sequence in float64 (gradients by autograd), as in
+tests/ops/test_attention_triton_kernels.py; tolerance ``atol = max(2 * max|ref64 - ref_lowp|,
+FLOOR[dtype] * max|ref64|)`` with ``ref_lowp`` the kernel's roundings (fp32 scores/softmax, P and
+out rounded to the dtype). Sizes keep the float64 score tensors at <= ~1 GB.
+"""
+
+import pytest
+import torch
+
+from helpers import assert_close_verbose
+from vllm_rocm_accel.backends.triton import attention as ta
+from vllm_rocm_accel.checks.attention import check_dense, check_varlen
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
+
+FLOOR = {torch.float32: 2e-5, torch.float16: 2 * 2.0**-10, torch.bfloat16: 2 * 2.0**-7}
+LSE_ATOL = 1e-3  # fp32 lse of thousands of keys (summation order differs from float64)
+
+
+def _ref_seq(q, k, v, scale, left, right, softcap, slopes, lowp):
+    sq, hq, sk, hk = q.shape[0], q.shape[1], k.shape[0], k.shape[1]
+    dev = q.device
+    work = torch.float32 if lowp else torch.float64
+    kk = k.to(work).repeat_interleave(hq // hk, dim=1)
+    vv = v.repeat_interleave(hq // hk, dim=1)
+    s = torch.einsum("ihd,jhd->hij", q.to(work), kk) * scale
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
+    rel = (torch.arange(sq, device=dev)[:, None] + sk - sq - torch.arange(sk, device=dev)[None, :]).to(work)
+    if slopes is not None:
+        s = s - slopes.to(work)[:, None, None] * rel.abs()
+    vis = torch.ones(sq, sk, dtype=torch.bool, device=dev)
+    if left >= 0:
+        vis &= rel <= left
+    if right >= 0:
+        vis &= -rel <= right
+    seen = vis.any(-1)
+    s = s.masked_fill(~vis, float("-inf"))
+    s = torch.where(seen[None, :, None], s, torch.zeros_like(s))
+    lse = torch.logsumexp(s, -1)
+    prob = torch.softmax(s, -1) * seen[None, :, None]
+    if lowp:
+        out = torch.einsum("hij,jhd->ihd", prob.to(v.dtype).to(work), vv.to(work)).to(v.dtype)
+    else:
+        out = torch.einsum("hij,jhd->ihd", prob, vv.to(work))
+    lse = torch.where(seen[None, :], lse, torch.full_like(lse, float("inf")))
+    return out, lse.to(torch.float32) if lowp else lse
+
+
+def ref_attention(q, k, v, p, cu_q, cu_k, alibi, lowp):
+    args = (p.softmax_scale, p.window_left, p.window_right, p.softcap)
+    slopes = (lambda b: None if alibi is None else (alibi[b] if alibi.dim() == 2 else alibi))
+    if not p.varlen:
+        res = [_ref_seq(q[b], k[b], v[b], *args, slopes(b), lowp) for b in range(p.batch)]
+        return torch.stack([r[0] for r in res]), torch.stack([r[1] for r in res])
+    cq, ck = cu_q.tolist(), cu_k.tolist()
+    res = [_ref_seq(q[cq[b]:cq[b + 1]], k[ck[b]:ck[b + 1]], v[ck[b]:ck[b + 1]], *args, slopes(b), lowp)
+           for b in range(p.batch)]
+    tail = q.shape[0] - cq[-1]
+    outs = [r[0] for r in res] + [torch.zeros(tail, p.num_heads_q, p.head_dim_v, dtype=res[0][0].dtype,
+                                              device=q.device)]
+    lses = [r[1] for r in res] + [torch.full((p.num_heads_q, tail), float("inf"), dtype=res[0][1].dtype,
+                                             device=q.device)]
+    return torch.cat(outs), torch.cat(lses, dim=1)
+
+
+def _ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp):
+    leaves = [(t.detach().clone() if lowp else t.detach().to(torch.float64)).requires_grad_() for t in (q, k, v)]
+    out, lse = ref_attention(*leaves, p, cu_q, cu_k, alibi, lowp)
+    out.backward(dout.to(out.dtype))
+    return out.detach(), lse.detach(), [t.grad for t in leaves]
+
+
+def _atol(ref64, reflow, dtype):
+    finite = torch.isfinite(ref64)
+    amax = float(ref64[finite].abs().max())
+    err = float((ref64 - reflow.to(torch.float64))[finite].abs().max())
+    return max(2 * err, FLOOR[dtype] * max(amax, 1e-3))
+
+
+# (name, dict): dense (b, sq, sk) or varlen (lens_q, lens_k); hq, hk, d, dv, options
+CASES = [
+    ("d128-gqa8-causal-bf16", dict(b=2, sq=1024, sk=1024, hq=16, hk=2, d=128, causal=True, dtype=torch.bfloat16)),
+    ("d64-gqa8-dense-fp16", dict(b=1, sq=2048, sk=2048, hq=8, hk=1, d=64, dtype=torch.float16)),
+    ("d256-window-bf16", dict(b=1, sq=1000, sk=1000, hq=8, hk=1, d=256, window=(128, 64), dtype=torch.bfloat16)),
+    ("d128-softcap-alibi-bh-causal-sq<sk", dict(b=2, sq=1000, sk=1536, hq=8, hk=1, d=128, causal=True, softcap=30.0,
+                                               alibi="bh", dtype=torch.bfloat16)),
+    ("d64-causal-sq>sk-alibi-h", dict(b=1, sq=1536, sk=1000, hq=8, hk=8, d=64, causal=True, alibi="h",
+                                      dtype=torch.float16)),
+    ("d192-dv128-causal", dict(b=1, sq=1200, sk=1200, hq=8, hk=1, d=192, dv=128, causal=True, dtype=torch.bfloat16)),
+    ("d96-noncontig", dict(b=2, sq=1100, sk=1100, hq=8, hk=2, d=96, noncontig=True, dtype=torch.bfloat16)),
+    ("fp32-d64-causal", dict(b=1, sq=1024, sk=1024, hq=4, hk=1, d=64, causal=True, dtype=torch.float32)),
+    ("varlen-gqa8-causal", dict(lens=([1, 7, 128, 1000], [1000, 7, 128, 1]), hq=16, hk=2, d=128, causal=True,
+                                dtype=torch.bfloat16, tail_q=5)),
+    ("varlen-window-softcap", dict(lens=([1000, 1, 128, 7], [1000, 300, 128, 7]), hq=8, hk=1, d=128,
+                                   window=(256, 16), softcap=20.0, dtype=torch.float16, tail_k=3)),
+    ("varlen-d256-alibi-h", dict(lens=([7, 1000, 1, 128], [7, 1000, 0, 128]), hq=8, hk=1, d=256, alibi="h",
+                                 dtype=torch.bfloat16)),
+]
+
+
+def _inputs(c, gen):
+    dev = "cuda"
+    dtype, hq, hk, d = c["dtype"], c["hq"], c["hk"], c["d"]
+    dv = c.get("dv", d)
+    randn = lambda *shape: torch.randn(*shape, generator=gen, device=dev, dtype=torch.float32).to(dtype)  # noqa: E731
+    cu_q = cu_k = None
+    if "lens" in c:
+        lq, lk = c["lens"]
+        cu_q = torch.tensor([0] + lq, device=dev).cumsum(0).to(torch.int32)
+        cu_k = torch.tensor([0] + lk, device=dev).cumsum(0).to(torch.int32)
+        lead_q, lead_k = (sum(lq) + c.get("tail_q", 0),), (sum(lk) + c.get("tail_k", 0),)
+        batch = len(lq)
+    else:
+        lead_q, lead_k = (c["b"], c["sq"]), (c["b"], c["sk"])
+        batch = c["b"]
+    if c.get("noncontig"):
+        q = randn(*lead_q, 2 * hq, d)[..., ::2, :]
+        kv = randn(*lead_k, 2, hk, max(d, dv))
+        k, v = kv[..., 0, :, :d], kv[..., 1, :, :dv]
+    else:
+        q, k, v = randn(*lead_q, hq, d), randn(*lead_k, hk, d), randn(*lead_k, hk, dv)
+    alibi = None
+    if c.get("alibi") == "h":
+        alibi = torch.rand(hq, generator=gen, device=dev) * 0.1
+    elif c.get("alibi") == "bh":
+        alibi = torch.rand(batch, hq, generator=gen, device=dev) * 0.1
+    opts = (None, c.get("causal", False), c.get("window", (-1, -1)), c.get("softcap", 0.0), alibi, 0.0)
+    if cu_q is None:
+        p = check_dense(q, k, v, *opts)
+    else:
+        p = check_varlen(q, k, v, cu_q, cu_k, max(c["lens"][0]), max(c["lens"][1]), *opts)
+    return q, k, v, cu_q, cu_k, alibi, p
+
+
+@pytest.mark.parametrize("name,c", CASES, ids=[n for n, _ in CASES])
+def test_forward_backward_on_gpu(seed, name, c):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v, cu_q, cu_k, alibi, p = _inputs(c, gen)
+    assert ta.supports_args(q, k, v, cu_q, cu_k, alibi, p) is None
+    msg = f"{name} seed={seed}"
+    dout = torch.randn(p.out_shape(), generator=gen, device="cuda", dtype=torch.float32).to(q.dtype)
+    out, lse = ta.forward(q, k, v, cu_q, cu_k, alibi, p, True)
+    dq, dk, dv = ta.backward(dout, q, k, v, out, lse, cu_q, cu_k, alibi, p)
+    torch.cuda.synchronize()
+
+    out64, lse64, g64 = _ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=False)
+    outlo, _, glo = _ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=True)
+    assert_close_verbose(out, out64, atol=_atol(out64, outlo, q.dtype), rtol=0, msg=f"out {msg}")
+    assert_close_verbose(lse, lse64, atol=LSE_ATOL, rtol=0, msg=f"lse {msg}")
+    for gname, g, r64, rlo, x in zip(("dq", "dk", "dv"), (dq, dk, dv), g64, glo, (q, k, v)):
+        assert g.shape == x.shape and g.dtype == x.dtype, gname
+        assert_close_verbose(g, r64, atol=_atol(r64, rlo, q.dtype), rtol=0, msg=f"{gname} {msg}")
+
+
+def test_backward_deterministic_on_gpu(seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    c = dict(b=2, sq=1024, sk=1024, hq=16, hk=2, d=128, causal=True, dtype=torch.bfloat16)
+    q, k, v, cu_q, cu_k, alibi, p = _inputs(c, gen)
+    out, lse = ta.forward(q, k, v, None, None, None, p, True)
+    dout = torch.randn_like(out)
+    first = ta.backward(dout, q, k, v, out, lse, None, None, None, p)
+    for _ in range(3):
+        again = ta.backward(dout, q, k, v, out, lse, None, None, None, p)
+        for a, b in zip(first, again):
+            assert torch.equal(a, b)
+
+
+def test_decode_and_empty_rows_on_gpu(seed):
+    """Sq = 1 (decode) and causal Sq > Sk (rows with no key: exact 0 / +inf)."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(4, 1, 32, 128, generator=gen, device="cuda").bfloat16()
+    k = torch.randn(4, 1500, 8, 128, generator=gen, device="cuda").bfloat16()
+    v = torch.randn(4, 1500, 8, 128, generator=gen, device="cuda").bfloat16()
+    p = check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.0)
+    out, lse = ta.forward(q, k, v, None, None, None, p, True)
+    out64, lse64 = ref_attention(q.double(), k.double(), v.double(), p, None, None, None, lowp=False)
+    outlo, _ = ref_attention(q, k, v, p, None, None, None, lowp=True)
+    assert_close_verbose(out, out64, atol=_atol(out64, outlo, q.dtype), rtol=0, msg=f"decode seed={seed}")
+    q2 = torch.randn(1, 1500, 8, 64, generator=gen, device="cuda").half()
+    k2 = torch.randn(1, 1000, 8, 64, generator=gen, device="cuda").half()
+    p2 = check_dense(q2, k2, k2, None, True, (-1, -1), 0.0, None, 0.0)
+    out2, lse2 = ta.forward(q2, k2, k2, None, None, None, p2, True)
+    assert torch.equal(out2[:, :500], torch.zeros_like(out2[:, :500]))
+    assert bool((lse2[:, :, :500] == float("inf")).all()) and bool(torch.isfinite(lse2[:, :, 500:]).all())

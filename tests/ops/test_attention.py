@@ -1,0 +1,254 @@
+"""The attention family through the facade and the registered ops: every backend this machine
+runs (torch; triton under TRITON_INTERPRET, tiny shapes), against float64, plus opcheck,
+autograd registration, fullgraph compile, head-dim padding and bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attention_ref import attention_ref, attention_tolerance, ref_grads
+from helpers import assert_close_verbose
+from vllm_rocm_accel import rocm_accel_ops
+from vllm_rocm_accel.inputs_attention import alibi_slopes, dense_qkv, varlen_qkv
+
+BACKENDS = ["torch", "triton"]
+FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def _ref_pair(q, k, v, **opts):
+    return attention_ref(q, k, v, upcast=True, **opts), attention_ref(q, k, v, upcast=False, **opts)
+
+
+def _check_forward(out, lse, q, k, v, msg, **opts):
+    (out64, lse64), (out_lp, _) = _ref_pair(q, k, v, **opts)
+    atol = attention_tolerance(out64, out_lp, FLOOR[q.dtype])
+    assert_close_verbose(out, out64, atol, 0.0, f"{msg} out")
+    if lse is not None:
+        assert_close_verbose(lse, lse64, 1e-3 if q.dtype != torch.float32 else 1e-5, 1e-4, f"{msg} lse")
+
+
+def _grads(fn, q, k, v, dout):
+    qs, ks, vs = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    out = fn(qs, ks, vs)
+    out.backward(dout)
+    return qs.grad, ks.grad, vs.grad
+
+
+def _check_grads(got, q, k, v, dout, msg, **opts):
+    want = ref_grads(q, k, v, dout, **opts)
+    for name, g, w in zip("qkv", got, want):
+        assert g is not None and g.shape == w.shape, f"{msg} d{name} shape"
+        scale = float(w.abs().max()) or 1.0
+        floor = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 6e-2}[q.dtype] * scale
+        assert_close_verbose(g, w, floor, 0.0, f"{msg} d{name}")
+
+
+DENSE_CASES = [
+    # (B, Sq, Sk, Hq, Hk, D, Dv, opts)
+    (2, 9, 9, 4, 2, 16, 16, dict(causal=True)),
+    (1, 12, 5, 2, 1, 32, 16, dict(causal=True)),                      # Sq > Sk: the first rows see no key
+    (2, 5, 13, 4, 4, 16, 16, dict(causal=True, window_size=(3, 0))),  # Sq < Sk, sliding window
+    (1, 10, 10, 8, 1, 16, 16, dict(softcap=5.0)),                     # MQA 8:1, softcap
+    (2, 7, 11, 2, 2, 16, 16, dict(window_size=(2, 3))),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", DENSE_CASES, ids=lambda c: f"{c[:7]}{sorted(c[7])}")
+def test_dense_forward_backward(backend, case, seed):
+    b, sq, sk, hq, hk, d, dv, opts = case
+    dtype = torch.float16 if backend == "triton" else torch.float32
+    q, k, v = dense_qkv(b, sq, sk, hq, hk, d, dv, dtype=dtype)
+    q0, k0, v0 = q.clone(), k.clone(), v.clone()
+    out, lse = rocm_accel_ops.flash_attn_func(q, k, v, return_lse=True, backend=backend, **opts)
+    assert torch.equal(q, q0) and torch.equal(k, k0) and torch.equal(v, v0), "inputs changed"
+    assert out.shape == (b, sq, hq, dv) and out.dtype == dtype and lse.shape == (b, hq, sq)
+    _check_forward(out, lse, q, k, v, f"{backend} {case}", **opts)
+    dout = torch.randn_like(out)
+    got = _grads(lambda a, b_, c: rocm_accel_ops.flash_attn_func(a, b_, c, backend=backend, **opts), q, k, v, dout)
+    _check_grads(got, q, k, v, dout, f"{backend} {case}", **opts)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_varlen_mixed_lengths(backend, seed):
+    """Lengths 1, 7, 0 (empty) and a longer one in one batch; causal with Sq != Sk per sequence."""
+    dtype = torch.bfloat16 if backend == "triton" else torch.float32
+    lens_q, lens_k = [1, 7, 0, 20], [3, 7, 4, 17]
+    q, k, v, cu_q, cu_k, mq, mk = varlen_qkv(lens_q, lens_k, 4, 2, 16, dtype=dtype)
+    opts = dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True)
+    out, lse = rocm_accel_ops.flash_attn_varlen_func(q, k, v, cu_q, cu_k, mq, mk, causal=True, return_lse=True,
+                                                     backend=backend)
+    assert out.shape == (sum(lens_q), 4, 16) and lse.shape == (4, sum(lens_q))
+    assert torch.isfinite(out).all()
+    _check_forward(out, lse, q, k, v, f"{backend} varlen", **opts)
+    dout = torch.randn_like(out)
+    fn = lambda a, b, c: rocm_accel_ops.flash_attn_varlen_func(a, b, c, cu_q, cu_k, mq, mk, causal=True,  # noqa: E731
+                                                               backend=backend)
+    _check_grads(_grads(fn, q, k, v, dout), q, k, v, dout, f"{backend} varlen", **opts)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_alibi(backend, per_batch, seed):
+    q, k, v = dense_qkv(2, 8, 8, 4, 2, 16, dtype=torch.float32 if backend == "torch" else torch.float16)
+    slopes = alibi_slopes(4, batch=2 if per_batch else None)
+    out = rocm_accel_ops.flash_attn_func(q, k, v, causal=True, alibi_slopes=slopes, backend=backend)
+    _check_forward(out, None, q, k, v, f"{backend} alibi", causal=True, alibi_slopes=slopes)
+
+
+@pytest.mark.parametrize("d", [20, 72])
+def test_head_dim_padding(d, seed):
+    """20 is padded to 24 before the op (and the output sliced); 72 goes to the op as is.
+    The softmax scale is the unpadded head dim's, and gradients come back at the caller's size."""
+    q, k, v = dense_qkv(1, 6, 6, 2, 1, d, dtype=torch.float32)
+    out = rocm_accel_ops.flash_attn_func(q, k, v, causal=True, backend="torch")
+    assert out.shape == (1, 6, 2, d)
+    _check_forward(out, None, q, k, v, f"d={d}", causal=True)
+    dout = torch.randn_like(out)
+    got = _grads(lambda a, b, c: rocm_accel_ops.flash_attn_func(a, b, c, causal=True, backend="torch"), q, k, v, dout)
+    assert got[0].shape == q.shape
+    _check_grads(got, q, k, v, dout, f"d={d}", causal=True)
+
+
+def test_auto_on_cpu_is_torch_and_counted():
+    q, k, v = dense_qkv(1, 4, 4, 2, 2, 16, dtype=torch.float32)
+    rocm_accel_ops.reset_call_counts()
+    rocm_accel_ops.flash_attn_func(q, k, v)
+    assert rocm_accel_ops.call_counts().get(("flash_attn_fwd", "torch")) == 1
+
+
+def test_explicit_backends_that_cannot_serve_say_why():
+    q, k, v = dense_qkv(1, 4, 4, 2, 2, 16, dtype=torch.float32)
+    with pytest.raises(ValueError, match="aiter"):
+        rocm_accel_ops.flash_attn_func(q, k, v, backend="aiter")
+    with pytest.raises(ValueError, match="(?i)dropout"):
+        rocm_accel_ops.flash_attn_func(q.half(), k.half(), v.half(), dropout_p=0.1, backend="triton")
+    with pytest.raises(ValueError, match="backend='cuda'"):
+        rocm_accel_ops.flash_attn_func(q, k, v, backend="cuda")
+
+
+def test_dropout_replays_under_manual_seed(seed):
+    q, k, v = dense_qkv(1, 8, 8, 2, 2, 16, dtype=torch.float32)
+    torch.manual_seed(seed)
+    a = rocm_accel_ops.flash_attn_func(q, k, v, dropout_p=0.3)
+    torch.manual_seed(seed)
+    b = rocm_accel_ops.flash_attn_func(q, k, v, dropout_p=0.3)
+    c = rocm_accel_ops.flash_attn_func(q, k, v, dropout_p=0.3)
+    nodrop = rocm_accel_ops.flash_attn_func(q, k, v)
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, nodrop)
+
+
+def test_empty_calls():
+    q, k, v = dense_qkv(2, 0, 5, 2, 2, 16, dtype=torch.float32)
+    out, lse = rocm_accel_ops.flash_attn_func(q, k, v, return_lse=True)
+    assert out.shape == (2, 0, 2, 16) and lse.shape == (2, 2, 0)
+    q, k, v = dense_qkv(1, 3, 0, 2, 2, 16, dtype=torch.float32)
+    out, lse = rocm_accel_ops.flash_attn_func(q, k, v, return_lse=True)
+    assert torch.equal(out, torch.zeros_like(out)) and torch.isinf(lse).all() and (lse > 0).all()
+
+
+# --- bad inputs: ValueError/TypeError naming the argument, before any backend ----------------
+def _varlen():
+    return varlen_qkv([3, 5], [4, 6], 2, 1, 16, dtype=torch.float32)
+
+
+def _bad_varlen_cases():
+    q, k, v, cu_q, cu_k, mq, mk = _varlen()
+    yield "non-monotonic", (q, k, v, torch.tensor([0, 5, 3], dtype=torch.int32), cu_k, 5, mk), "non-decreasing"
+    yield "wrong length", (q, k, v, cu_q[:2], cu_k, mq, mk), "entries"
+    yield "max_seqlen short", (q, k, v, cu_q, cu_k, 4, mk), "max_seqlen_q"
+    yield "int64 cu", (q, k, v, cu_q.long(), cu_k, mq, mk), "int32"
+    yield "past the end", (q, k, v, cu_q, torch.tensor([0, 4, 11], dtype=torch.int32), mq, 7), "past"
+    yield "first not 0", (q, k, v, torch.tensor([1, 4, 8], dtype=torch.int32), cu_k, mq, mk), r"\[0\] must be 0"
+    yield "dtype mismatch", (q, k.half(), v, cu_q, cu_k, mq, mk), "dtype"
+    yield "device mismatch", (q, k, v, cu_q.to("meta"), cu_k, mq, mk), "meta"
+    yield "heads", (q[:, :1].expand(-1, 3, -1).contiguous(), k[:, :1].expand(-1, 2, -1).contiguous(),
+                    v[:, :1].expand(-1, 2, -1).contiguous(), cu_q, cu_k, mq, mk), "multiple"
+
+
+@pytest.mark.parametrize("case", list(_bad_varlen_cases()), ids=lambda c: c[0])
+def test_bad_varlen_inputs_raise_valueerror(case):
+    _, args, match = case
+    before = [a.clone() if isinstance(a, torch.Tensor) and a.device.type == "cpu" else a for a in args]
+    with pytest.raises((ValueError, TypeError), match=match):
+        rocm_accel_ops.flash_attn_varlen_func(*args)
+    for a, b in zip(args, before):
+        if isinstance(a, torch.Tensor) and a.device.type == "cpu":
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(window_size=(-2, 0)), "window_size"),
+    (dict(window_size=3), "window_size"),
+    (dict(dropout_p=1.0), "dropout_p"),
+    (dict(softcap=-1.0), "softcap"),
+    (dict(softmax_scale=0.0), "softmax_scale"),
+    (dict(alibi_slopes=torch.ones(3)), "alibi_slopes"),
+    (dict(alibi_slopes=torch.ones(2, dtype=torch.float64)), "alibi_slopes"),
+])
+def test_bad_dense_options(kwargs, match):
+    q, k, v = dense_qkv(1, 4, 4, 2, 2, 16, dtype=torch.float32)
+    with pytest.raises((ValueError, TypeError), match=match):
+        rocm_accel_ops.flash_attn_func(q, k, v, **kwargs)
+
+
+def test_bad_dense_shapes():
+    q, k, v = dense_qkv(1, 4, 4, 2, 2, 16, dtype=torch.float32)
+    with pytest.raises(ValueError, match="4-D"):
+        rocm_accel_ops.flash_attn_func(q[0], k[0], v[0])
+    with pytest.raises(ValueError, match="head_dim"):
+        rocm_accel_ops.flash_attn_func(q, k[..., :8], v)
+    with pytest.raises(TypeError, match="dtype"):
+        rocm_accel_ops.flash_attn_func(q.long(), k, v)
+
+
+# --- registration: opcheck, autograd, compile --------------------------------------------
+def _op_args(varlen: bool, requires_grad: bool):
+    if varlen:
+        q, k, v, cu_q, cu_k, mq, mk = varlen_qkv([2, 5], [4, 5], 2, 1, 16, dtype=torch.float32)
+    else:
+        (q, k, v), cu_q, cu_k, mq, mk = dense_qkv(2, 5, 6, 2, 1, 16, dtype=torch.float32), None, None, 0, 0
+    q, k, v = (t.requires_grad_(requires_grad) for t in (q, k, v))
+    return (q, k, v, cu_q, cu_k, mq, mk, 0.25, True, -1, 0, 0.0, None, 0.0, 0, True, "torch")
+
+
+@pytest.mark.parametrize("varlen", [False, True])
+def test_opcheck_forward_with_autograd(varlen):
+    torch.library.opcheck(torch.ops.rocm_accel.flash_attn_fwd.default, _op_args(varlen, True))
+
+
+@pytest.mark.parametrize("varlen", [False, True])
+def test_opcheck_backward(varlen):
+    args = _op_args(varlen, False)
+    out, lse = torch.ops.rocm_accel.flash_attn_fwd(*args)
+    bwd_args = (torch.randn_like(out), *args[:3], out, lse, *args[3:15], "torch")
+    torch.library.opcheck(torch.ops.rocm_accel.flash_attn_bwd.default, bwd_args)
+
+
+def test_fullgraph_compile_forward_backward(seed):
+    """One training step's attention compiled with fullgraph=True: forward and the AOT backward graph."""
+    q, k, v = dense_qkv(1, 8, 8, 4, 2, 16, dtype=torch.float32)
+
+    def step(q, k, v):
+        return rocm_accel_ops.flash_attn_func(q, k, v, causal=True, softcap=3.0).square().sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    got = _grads(lambda a, b, c: compiled(a, b, c), q, k, v, torch.tensor(1.0))
+    want = _grads(lambda a, b, c: step(a, b, c), q, k, v, torch.tensor(1.0))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_backward_recomputes_lse_when_forward_skipped_it(seed):
+    """torch.ops.rocm_accel.flash_attn_fwd called directly with return_lse=False: backward still works."""
+    args = list(_op_args(False, True))
+    args[15] = False
+    out, lse = torch.ops.rocm_accel.flash_attn_fwd(*args)
+    assert lse.numel() == 0
+    dout = torch.randn_like(out)
+    out.backward(dout)
+    q, k, v = args[:3]
+    want = ref_grads(q.detach(), k.detach(), v.detach(), dout, causal=True, softmax_scale=0.25)
+    for g, w in zip((q.grad, k.grad, v.grad), want):
+        assert_close_verbose(g, w, 1e-4 * float(w.abs().max()), 0.0, "grad")

@@ -1,0 +1,276 @@
+"""Triton attention backend: launchers for ``kernels/triton/attention.py`` (the attention contract).
+
+``supports_args`` / ``forward`` / ``backward`` follow ``notes``' contract (see
+``vllm_rocm_accel/checks/attention.py`` for :class:`AttnProblem` and the semantics):
+
+* forward: one program per (BLOCK_M query rows, query head, sequence); dense and varlen share
+  the kernel (varlen reads cu_seqlens). Varlen rows past ``cu_seqlens_q[-1]`` get out 0 and
+  lse +inf from a small fill kernel (their count is on the device: no host read).
+* backward: delta = rowsum(dout * out); dK/dV per (key block, kv head, sequence) summing the
+  group's query heads; dQ per (query block, query head, sequence). No atomics: deterministic.
+
+Tensors are addressed through their strides (last dim unit stride; others arbitrary); outputs
+and gradients are fresh contiguous tensors. Launch parameters (BLOCK_M, BLOCK_N, num_warps,
+num_stages per pass, head-dim bucket, masked or not, dtype) are data: ``configs/attention.json``,
+per device family (``cuda`` / ``rocm`` / ``interpret``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Optional
+
+import torch
+import triton
+
+from ...kernels.triton import attention as _k
+from .fast_launch import FastLauncher
+from .quant import _family  # the config family of a device type (cuda / rocm / interpret), shared
+
+_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "attention.json")
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_PASSES = ("fwd", "bwd_kv", "bwd_q")
+_LOG2E = 1.4426950408889634
+_MAX_GRID_YZ = 65535  # CUDA's limit on grid dims 1 and 2 (heads, batch)
+
+_FWD = FastLauncher(_k.attn_fwd_kernel)
+_PRE = FastLauncher(_k.attn_bwd_preprocess_kernel)
+_DKDV = FastLauncher(_k.attn_bwd_dkdv_kernel)
+_DQ = FastLauncher(_k.attn_bwd_dq_kernel)
+_FILL = FastLauncher(_k.attn_fill_tail_kernel)
+
+
+# --- launch parameters --------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _config() -> dict:
+    with open(_CONFIG_PATH) as f:
+        return json.load(f)
+
+
+def _family_config(family: str) -> dict:
+    cfg = _config()
+    return cfg.get(family) or cfg["cuda"]
+
+
+def head_bucket(head_dim: int, head_dim_v: int) -> int:
+    """The padded head dim the configs are keyed on: max(BLOCK_D, BLOCK_DV)."""
+    return max(_block_d(head_dim), _block_d(head_dim_v))
+
+
+def _block_d(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
+def _pow2(name: str, value: int) -> int:
+    if value < 16 or value & (value - 1):
+        raise ValueError(f"attention.json: {name} must be a power of two >= 16, got {value}")
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def launch_config(family: str, pass_: str, bucket: int, masked: bool, dtype_name: str) -> tuple:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of one pass: the first rule of the family's
+    ``pass_`` list whose ``max_d`` >= bucket and whose optional ``causal`` / ``dtypes`` match."""
+    if pass_ not in _PASSES:
+        raise ValueError(f"unknown attention pass {pass_!r}; expected one of {_PASSES}")
+    for rule in _family_config(family)[pass_]:
+        if bucket > rule.get("max_d", 1 << 30):
+            continue
+        if "causal" in rule and bool(rule["causal"]) != masked:
+            continue
+        if "dtypes" in rule and dtype_name not in rule["dtypes"]:
+            continue
+        return (_pow2("BLOCK_M", int(rule["BLOCK_M"])), _pow2("BLOCK_N", int(rule["BLOCK_N"])),
+                int(rule["num_warps"]), int(rule["num_stages"]))
+    raise ValueError(f"attention.json has no {pass_} rule for head-dim bucket {bucket} (masked={masked}, {dtype_name})")
+
+
+def _fill_params(device_type: str) -> tuple:
+    fill = _family_config(_family(device_type)).get("fill", {})
+    return int(fill.get("BLOCK_R", 64)), int(fill.get("num_warps", 4))
+
+
+def clear_caches() -> None:
+    """Forget the loaded config and cached choices (for tests and retuning)."""
+    _config.cache_clear()
+    launch_config.cache_clear()
+    for launcher in (_FWD, _PRE, _DKDV, _DQ, _FILL):
+        launcher.clear()
+
+
+def _params(p, pass_: str, device_type: str, override: Optional[dict] = None) -> tuple:
+    """Config of ``pass_`` for problem ``p``, with blocks shrunk to the sequence lengths (short
+    sequences: fewer padded rows). ``override`` (the tuner's) replaces the json's choice."""
+    masked = p.windowed  # causal implies window_right = 0
+    if override is not None and pass_ in override:
+        bm, bn, warps, stages = override[pass_]
+    else:
+        bm, bn, warps, stages = launch_config(_family(device_type), pass_, head_bucket(p.head_dim, p.head_dim_v), masked,
+                                              str(p.dtype).removeprefix("torch."))
+    rows_m, rows_n = p.seqlen_q, p.seqlen_k  # pass "bwd_kv": BLOCK_M still tiles queries, BLOCK_N keys
+    bm = min(bm, max(16, triton.next_power_of_2(max(rows_m, 1))))
+    bn = min(bn, max(16, triton.next_power_of_2(max(rows_n, 1))))
+    return bm, bn, warps, stages
+
+
+# --- geometry ------------------------------------------------------------------------
+def _strides(t: torch.Tensor, varlen: bool) -> tuple[int, int, int]:
+    """(batch, row, head) strides: varlen tensors have no batch dim (0)."""
+    if varlen:
+        return 0, t.stride(0), t.stride(1)
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _lse_strides(lse: torch.Tensor, varlen: bool) -> tuple[int, int]:
+    """(batch, head) strides of an lse-layout tensor (unit row stride)."""
+    if varlen:
+        return 0, lse.stride(0)
+    return lse.stride(0), lse.stride(1)
+
+
+def _scalars(p) -> tuple:
+    """(win_left, win_right, qk_scale, cap2): windows made non-negative (unbounded = a bound
+    no |i + sk - sq - j| reaches), log2(e) folded into the scale."""
+    big = p.seqlen_q + p.seqlen_k + 1
+    left = big if p.window_left < 0 else min(p.window_left, big)
+    right = big if p.window_right < 0 else min(p.window_right, big)
+    if p.softcap > 0:
+        return left, right, p.softmax_scale / p.softcap, p.softcap * _LOG2E
+    return left, right, p.softmax_scale * _LOG2E, 0.0
+
+
+def _prec(dtype: torch.dtype):
+    return "ieee" if dtype == torch.float32 else None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def supports_args(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p) -> Optional[str]:
+    """None when this backend can run the forward and backward of the call, else the reason."""
+    if p.dropout_p > 0:
+        return "the triton attention backend has no dropout (dropout_p > 0 runs on the torch backend)"
+    if q.device.type != "cuda" and not _interpreting():
+        return f"tensors are on {q.device.type}; the triton backend needs a GPU (or TRITON_INTERPRET=1)"
+    if q.dtype not in _DTYPES:
+        return f"dtype {q.dtype} is not float16/bfloat16/float32"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.stride(-1) != 1 and t.shape[-1] > 1:
+            return f"{name} has a last-dim stride of {t.stride(-1)}; the kernels read unit-stride rows"
+    if not 1 <= p.head_dim <= 256 or not 1 <= p.head_dim_v <= 256:
+        return f"head dims {p.head_dim}/{p.head_dim_v} are outside 1..256"
+    if p.num_heads_q > _MAX_GRID_YZ or p.batch > _MAX_GRID_YZ:
+        return f"{p.num_heads_q} heads x {p.batch} sequences exceed the grid's {_MAX_GRID_YZ} per dimension"
+    if alibi_slopes is not None and (alibi_slopes.dtype != torch.float32 or not alibi_slopes.is_contiguous()):
+        return "alibi_slopes must be contiguous float32"
+    if p.varlen:
+        for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+            if cu.dtype != torch.int32 or not cu.is_contiguous():
+                return f"{name} must be contiguous int32"
+    return None
+
+
+# --- launch ------------------------------------------------------------------------------
+def _fill_tail(x: torch.Tensor, row_stride: int, head_stride: int, n_heads: int, n_cols: int,
+               cu: torch.Tensor, batch: int, value: float) -> None:
+    """x's packed rows past cu[batch] := value (every head, the first n_cols columns)."""
+    total = x.shape[0] if x.dim() == 3 else x.shape[1]
+    block_r, warps = _fill_params(x.device.type)
+    _FILL.launch((triton.cdiv(total, block_r),),
+                 (x, row_stride, head_stride, cu, batch, total, n_heads, n_cols, value),
+                 (block_r, _block_d(n_cols) if n_cols > 1 else 1), warps)
+
+
+def _alibi_args(alibi, dummy):
+    if alibi is None:
+        return dummy, 0
+    return alibi, (alibi.stride(0) if alibi.dim() == 2 else 0)
+
+
+def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p, need_lse: bool, *, params=None):
+    """(out, lse): out p.out_shape() in q.dtype, lse p.lse_shape() float32 (None unless need_lse).
+
+    ``params`` (tuning only): {"fwd": (BLOCK_M, BLOCK_N, num_warps, num_stages)}."""
+    out = torch.empty(p.out_shape(), dtype=q.dtype, device=q.device)
+    lse = torch.empty(p.lse_shape(), dtype=torch.float32, device=q.device) if need_lse else None
+    bm, bn, warps, stages = _params(p, "fwd", q.device.type, params)
+    left, right, qk_scale, cap2 = _scalars(p)
+    alibi, alibi_sb = _alibi_args(alibi_slopes, q)
+    cu_q = cu_seqlens_q if p.varlen else q
+    cu_k = cu_seqlens_k if p.varlen else q
+    lse_t = lse if lse is not None else out
+    lse_sb, lse_sh = _lse_strides(lse, p.varlen) if lse is not None else (0, 0)
+    grid = (triton.cdiv(p.seqlen_q, bm), p.num_heads_q, p.batch)
+    if grid[0] > 0:
+        _FWD.launch(
+            grid,
+            (q, k, v, out, lse_t, cu_q, cu_k, alibi,
+             *_strides(q, p.varlen), *_strides(k, p.varlen), *_strides(v, p.varlen), *_strides(out, p.varlen),
+             lse_sb, lse_sh, alibi_sb,
+             p.seqlen_q, p.seqlen_k, p.group, left, right, qk_scale, cap2),
+            (p.head_dim, p.head_dim_v, bm, bn, _block_d(p.head_dim), _block_d(p.head_dim_v), p.varlen,
+             p.softcap > 0, alibi_slopes is not None, lse is not None, _prec(q.dtype)),
+            warps, stages,
+        )
+    if p.varlen:
+        _fill_tail(out, out.stride(0), out.stride(1), p.num_heads_q, p.head_dim_v, cu_seqlens_q, p.batch, 0.0)
+        if lse is not None:
+            _fill_tail(lse, 1, lse.stride(0), p.num_heads_q, 1, cu_seqlens_q, p.batch, float("inf"))
+    return out, lse
+
+
+def backward(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p, *, params=None):
+    """(dq, dk, dv), contiguous, in q/k/v's shapes and dtype. Deterministic (no atomics).
+
+    ``params`` (tuning only): {"bwd_kv": (...), "bwd_q": (...)} as in :func:`forward`."""
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    if lse.stride(-1) != 1 or not lse.is_contiguous():
+        lse = lse.contiguous()
+    delta = torch.empty_like(lse)
+    lse_sb, lse_sh = _lse_strides(lse, p.varlen)
+    left, right, qk_scale, cap2 = _scalars(p)
+    alibi, alibi_sb = _alibi_args(alibi_slopes, q)
+    cu_q = cu_seqlens_q if p.varlen else q
+    cu_k = cu_seqlens_k if p.varlen else q
+    dev = q.device.type
+    block_dv = _block_d(p.head_dim_v)
+    prec = _prec(q.dtype)
+    common = (p.seqlen_q, p.seqlen_k, p.group, left, right, qk_scale, cap2, p.softmax_scale)
+    consts = (p.head_dim, p.head_dim_v)
+    flags = (_block_d(p.head_dim), block_dv, p.varlen, p.softcap > 0, alibi_slopes is not None, prec)
+
+    pre_m = 64 if dev == "cuda" else 16
+    if p.seqlen_q > 0:
+        _PRE.launch(
+            (triton.cdiv(p.seqlen_q, pre_m), p.num_heads_q, p.batch),
+            (out, dout, delta, cu_q, *_strides(out, p.varlen), *_strides(dout, p.varlen), lse_sb, lse_sh, p.seqlen_q),
+            (p.head_dim_v, pre_m, block_dv, p.varlen), 4,
+        )
+    bm, bn, warps, stages = _params(p, "bwd_kv", dev, params)
+    if p.seqlen_k > 0:
+        _DKDV.launch(
+            (triton.cdiv(p.seqlen_k, bn), p.num_heads_k, p.batch),
+            (q, k, v, dout, lse, delta, dk, dv, cu_q, cu_k, alibi,
+             *_strides(q, p.varlen), *_strides(k, p.varlen), *_strides(v, p.varlen), *_strides(dout, p.varlen),
+             *_strides(dk, p.varlen), *_strides(dv, p.varlen), lse_sb, lse_sh, alibi_sb, *common),
+            (*consts, bm, bn, *flags), warps, stages,
+        )
+    bm, bn, warps, stages = _params(p, "bwd_q", dev, params)
+    if p.seqlen_q > 0:
+        _DQ.launch(
+            (triton.cdiv(p.seqlen_q, bm), p.num_heads_q, p.batch),
+            (q, k, v, dout, lse, delta, dq, cu_q, cu_k, alibi,
+             *_strides(q, p.varlen), *_strides(k, p.varlen), *_strides(v, p.varlen), *_strides(dout, p.varlen),
+             *_strides(dq, p.varlen), lse_sb, lse_sh, alibi_sb, *common),
+            (*consts, bm, bn, *flags), warps, stages,
+        )
+    if p.varlen:
+        _fill_tail(dq, dq.stride(0), dq.stride(1), p.num_heads_q, p.head_dim, cu_seqlens_q, p.batch, 0.0)
+        _fill_tail(dk, dk.stride(0), dk.stride(1), p.num_heads_k, p.head_dim, cu_seqlens_k, p.batch, 0.0)
+        _fill_tail(dv, dv.stride(0), dv.stride(1), p.num_heads_k, p.head_dim_v, cu_seqlens_k, p.batch, 0.0)
+    return dq, dk, dv
