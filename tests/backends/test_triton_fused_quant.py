@@ -287,3 +287,30 @@ def test_config_families_are_complete(config, monkeypatch):
             block_g, brackets = tfq.silu_group_params("cuda", g, torch.float16)
             assert block_g >= g and all(t >= 1 for _, t, _ in brackets)
     tfq.clear_caches()
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("rcp_div", [False, True])
+@pytest.mark.parametrize("hidden,chunk,rows,hints,row_pad", [
+    (192, 64, 1, False, 0),
+    (200, 64, 2, True, 8),
+])
+def test_chunked_kernel_and_rcp_div(seed, config, residual, rcp_div, hidden, chunk, rows, hints, row_pad):
+    """The ``chunked`` RMSNorm + quant kernel and the reciprocal division agree with the reference
+    (the chunk-wise sum of squares may round rstd differently in the last bit: ``check``'s one-ulp
+    rule covers that), and the fused add still updates the residual exactly."""
+    x, r, w = norm_case((5,), hidden, torch.bfloat16, row_pad=row_pad)
+    r_ref = r.clone()
+    want = (ref.fused_add_rms_norm_dynamic_quant(x, r_ref, w, EPS, FN) if residual
+            else ref.rms_norm_dynamic_quant(x, w, EPS, FN))
+    section = config()[tfq._family(x.device.type)]["rms_norm_quant"]
+    section["chunked"] = [{"max_cols": 10**9, "min_rows": 1, "chunk": chunk, "rows_per_program": rows,
+                           "num_warps": 4, "hints": hints}]
+    section["rcp_div"] = rcp_div
+    tfq.clear_caches()
+    assert tfq.norm_quant_variant_params(x.device.type, hidden, x.dtype)[1][0] == 1  # the chunked kernel runs
+    rr = r.clone()
+    got = run_norm(x, w, FN, residual=rr if residual else None)
+    check(got, want, FN, torch.bfloat16, f"chunked {hidden}/{chunk}")
+    if residual:
+        assert torch.equal(rr, r_ref)

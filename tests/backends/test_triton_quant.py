@@ -300,3 +300,37 @@ def test_config_families_are_complete(config, monkeypatch):
             assert looped_from[0] > 2**40 and 1 < looped_from[1] < 2**40 and looped_from[2] > 2**40
             assert looped_from[3] == 0
     assert sw["cuda"] == (False, True) and sw["interpret"] == (True, True) and sw["rocm"] == (False, False)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rcp_div", [False, True])
+@pytest.mark.parametrize("hidden,chunk,rows,hints,row_pad", [
+    (192, 64, 1, False, 0),   # 3 whole chunks, no idle lanes
+    (200, 64, 2, True, 8),    # a masked last chunk, 2 rows a program (odd row count), strided rows
+    (48, 64, 1, False, 0),    # one chunk capped at next_power_of_2(H)
+])
+def test_per_token_chunked_kernel_and_rcp_div(seed, config, fmt, rcp_div, hidden, chunk, rows, hints, row_pad):
+    """The ``chunked`` per-token kernel (rows as unrolled power-of-two chunks) and the reciprocal
+    division give the reference's bytes, also with scale_ub binding on some rows."""
+    x = make_x((5,), hidden, torch.bfloat16, row_pad=row_pad)
+    section = config()[tq._family(x.device.type)]["per_token"]
+    section["chunked"] = [{"max_cols": 10**9, "min_rows": 1, "chunk": chunk, "rows_per_program": rows,
+                           "num_warps": 4, "hints": hints}]
+    section["rcp_div"] = rcp_div
+    tq.clear_caches()
+    assert tq.per_token_variant_params(x.device.type, hidden, x.dtype)[1][0] == 1  # the chunked kernel runs
+    qr, sr = ref.per_token_quant(x, fmt, None)
+    check(*run_per_token(x, fmt), qr, sr, fmt, f"chunked {hidden}/{chunk}")
+    ub = x.float().abs().amax(-1).median().reshape(1)
+    qr, sr = ref.per_token_quant(x, fmt, ub)
+    check(*run_per_token(x, fmt, ub), qr, sr, fmt, f"chunked {hidden}/{chunk} scale_ub")
+
+
+def test_rcp_div_whole_row_kernel(seed, config):
+    x = make_x((4,), 96, torch.float16)
+    section = config()[tq._family(x.device.type)]["per_token"]
+    section["rcp_div"] = True
+    section["single_pass_max_cols"], section["single_pass_max_idle"] = 1024, 1.0
+    tq.clear_caches()
+    qr, sr = ref.per_token_quant(x, FN, None)
+    check(*run_per_token(x, FN), qr, sr, FN, "whole row rcp_div")

@@ -4,8 +4,9 @@ The launchers write into the outputs they are given; the op layer allocates (q c
 the FP8 format, float32 scales), validates, and asks the ``supports_args_*`` predicates first:
 
 * :func:`rms_norm_dynamic_quant` -- RMSNorm of x (plus ``residual``, which is updated in place)
-  then per-token quant, in one kernel: whole rows in registers, or a looped three-pass kernel for
-  rows too long for that or too far from a power of two (config ``rms_norm_quant``);
+  then per-token quant, in one kernel: whole rows in registers, a looped three-pass kernel for
+  rows too long for that or too far from a power of two, or (where the config's ``chunked``
+  brackets ask for it) whole rows as unrolled power-of-two chunks (config ``rms_norm_quant``);
 * :func:`silu_and_mul_group_quant` -- SiLU-and-mul then 1 x group_size quant, one kernel over
   (token, group) tiles; scales written through a token and a group stride (row- or column-major).
 
@@ -33,13 +34,14 @@ from ...kernels.triton import fused_quant as _k
 from .fast_launch import FastLauncher
 from .norm import _row_stride, _weight_reason
 from .quant import (_encoded, _family, _format_reason, _token_stride, _x_reason, format_params, group_kernel_params,
-                    row_kernel_params)
+                    row_kernel_params, row_variant_params)
 
 _CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "fused_quant.json")
 _NORM = FastLauncher(_k.rms_norm_quant_rows_kernel)
 _NORM_LOOPED = FastLauncher(_k.rms_norm_quant_looped_kernel)
+_NORM_CHUNKED = FastLauncher(_k.rms_norm_quant_chunked_kernel)
 _SILU = FastLauncher(_k.silu_mul_group_quant_kernel)
-_LAUNCHERS = (_NORM, _NORM_LOOPED, _SILU)
+_LAUNCHERS = (_NORM, _NORM_LOOPED, _NORM_CHUNKED, _SILU)
 _I32 = 2**31
 
 
@@ -63,6 +65,13 @@ def norm_quant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tupl
 
 
 @functools.lru_cache(maxsize=None)
+def norm_quant_variant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple:
+    """(rcp_div, (chunked_from_rows, CHUNK, N_CHUNKS, EVEN, rows_per_program, num_warps, hints)) for
+    rows of ``n_cols`` elements (``quant.row_variant_params`` on section ``rms_norm_quant``)."""
+    return row_variant_params(_family_config(device_type)["rms_norm_quant"], n_cols, dtype, "fused_quant.json")
+
+
+@functools.lru_cache(maxsize=None)
 def silu_group_params(device_type: str, group_size: int, dtype: torch.dtype) -> tuple[int, tuple]:
     """(BLOCK_G, ((max_tiles, tiles_per_program, num_warps), ...)) for groups of ``group_size``."""
     return group_kernel_params(_family_config(device_type)["silu_mul_group_quant"], group_size, dtype,
@@ -73,6 +82,7 @@ def clear_caches() -> None:
     """Forget the loaded config and every cached launch choice (for tests and retuning)."""
     _config.cache_clear()
     norm_quant_params.cache_clear()
+    norm_quant_variant_params.cache_clear()
     silu_group_params.cache_clear()
     for launcher in _LAUNCHERS:
         launcher.clear()
@@ -129,6 +139,16 @@ def rms_norm_dynamic_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: tor
     n_rows = x.numel() // n_cols
     q = _encoded(q_out, sw)
     eps = float(eps)  # one specialization whatever number type the caller passed
+    rcp_div, (chunked_from, chunk, n_chunks, even, crows, cwarps, hints) = norm_quant_variant_params(
+        dev, n_cols, x.dtype)
+    if n_rows >= chunked_from:
+        idx64 = (n_rows + crows) * max(xs, rs, qs, ss) + n_chunks * chunk >= _I32
+        # constexprs: HAS_RESIDUAL, HAS_WEIGHT, ROWS, CHUNK, N_CHUNKS, EVEN, HINTS, FP8_MAX, AMAX_FLOOR, RCP_SCALE,
+        # SW_FP8, FNUZ, IDX64, RCP_DIV
+        _NORM_CHUNKED.launch((-(-n_rows // crows),), (x, xs, res, rs, q, qs, scales_out, ss, w, n_rows, n_cols, eps),
+                             (has_res, has_w, crows, chunk, n_chunks, even, hints, fmax, AMAX_FLOOR, rcp, sw, fnuz,
+                              idx64, rcp_div), cwarps)
+        return
     looped_from, block, rows_pp, warps, lblock, lwarps = norm_quant_params(dev, n_cols, x.dtype)
     if n_rows >= looped_from:  # int64 offsets always; one row per program
         # constexprs: HAS_RESIDUAL, HAS_WEIGHT, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ
@@ -136,9 +156,10 @@ def rms_norm_dynamic_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: tor
                             (has_res, has_w, lblock, fmax, AMAX_FLOOR, rcp, sw, fnuz), lwarps)
         return
     idx64 = (n_rows + rows_pp) * max(xs, rs, qs, ss) + block >= _I32
-    # constexprs: HAS_RESIDUAL, HAS_WEIGHT, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64
+    # constexprs: HAS_RESIDUAL, HAS_WEIGHT, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64,
+    # RCP_DIV
     _NORM.launch((-(-n_rows // rows_pp),), (x, xs, res, rs, q, qs, scales_out, ss, w, n_rows, n_cols, eps),
-                 (has_res, has_w, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64), warps)
+                 (has_res, has_w, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div), warps)
 
 
 def silu_and_mul_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor, group_size: int) -> None:

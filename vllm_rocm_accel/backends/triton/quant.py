@@ -6,8 +6,10 @@ the FP8 format, float32 scales), validates, and asks the ``supports_args_*`` pre
 * :func:`per_tensor_quant` -- dynamic: ``scale_out`` is zeroed, an amax kernel maxes the scale
   of its tiles into it atomically, then the quantize kernel reads it; static: one kernel
   quantizes with ``static_scale`` and copies it to ``scale_out``;
-* :func:`per_token_quant` -- one kernel: whole rows in registers, or a looped two-pass kernel
-  for rows too long for that or too far from a power of two (config ``per_token``);
+* :func:`per_token_quant` -- one kernel: whole rows in registers, a looped two-pass kernel
+  for rows too long for that or too far from a power of two, or (where the config's
+  ``chunked`` brackets ask for it) whole rows as unrolled power-of-two chunks (config
+  ``per_token``);
 * :func:`per_token_group_quant` -- one kernel over (token, group) tiles; scales are written
   through a token stride and a group stride, so row- and column-major scales both work.
 
@@ -39,10 +41,12 @@ _AMAX = FastLauncher(_k.amax_scale_kernel)
 _QUANT = FastLauncher(_k.quant_with_scale_kernel)
 _TOKEN = FastLauncher(_k.per_token_quant_kernel)
 _TOKEN_LOOPED = FastLauncher(_k.per_token_quant_looped_kernel)
+_TOKEN_CHUNKED = FastLauncher(_k.per_token_quant_chunked_kernel)
 _GROUP = FastLauncher(_k.per_token_group_quant_kernel)
-_LAUNCHERS = (_AMAX, _QUANT, _TOKEN, _TOKEN_LOOPED, _GROUP)
+_LAUNCHERS = (_AMAX, _QUANT, _TOKEN, _TOKEN_LOOPED, _TOKEN_CHUNKED, _GROUP)
 _I32 = 2**31
 _NEVER = 2**63
+_MAX_CHUNKS = 64  # the chunked kernels unroll their chunk loops: bound the code size
 
 
 # --- launch parameters ------------------------------------------------------
@@ -132,6 +136,38 @@ def row_kernel_params(section: dict, n_cols: int, dtype: torch.dtype,
 
 
 @functools.lru_cache(maxsize=None)
+def per_token_variant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple:
+    """(rcp_div, (chunked_from_rows, CHUNK, N_CHUNKS, EVEN, rows_per_program, num_warps, hints)) for
+    rows of ``n_cols`` elements: see :func:`row_variant_params`."""
+    return row_variant_params(_family_config(device_type)["per_token"], n_cols, dtype)
+
+
+def row_variant_params(section: dict, n_cols: int, dtype: torch.dtype, source: str = "quant.json") -> tuple:
+    """The optional parts of a per-token launch choice (shared with the fused norm + quant kernels):
+
+    * ``rcp_div`` (section key, default false): the whole-row and chunked kernels divide by the
+      row's scale through its reciprocal (the same bits, fewer instructions);
+    * ``chunked`` (section key, optional list of brackets sorted by max_cols; the first with
+      H <= max_cols applies): calls of at least ``min_rows`` rows take the chunked kernel, rows of
+      ``chunk`` (a power of two, capped at next_power_of_2(H)) columns at a time,
+      ``rows_per_program`` rows per program with ``num_warps``, L1 eviction hints when ``hints``.
+      Past _MAX_CHUNKS chunks (code size) it never applies.
+    """
+    rcp_div = bool(section.get("rcp_div", False))
+    never = (_NEVER, 1, 1, True, 1, 4, False)
+    entry = next((e for e in section.get("chunked") or () if n_cols <= e["max_cols"]), None)
+    if entry is None or n_cols < 1:
+        return rcp_div, never
+    chunk = min(_pow2("chunk", int(entry["chunk"]), source), _pow2_ceil(n_cols))
+    n_chunks = -(-n_cols // chunk)
+    if n_chunks > _MAX_CHUNKS:
+        return rcp_div, never
+    rows = _pow2("rows_per_program", int(entry.get("rows_per_program", 1)), source)
+    return rcp_div, (int(entry["min_rows"]), chunk, n_chunks, n_cols % chunk == 0, rows,
+                     int(entry["num_warps"]), bool(entry.get("hints", False)))
+
+
+@functools.lru_cache(maxsize=None)
 def per_token_group_params(device_type: str, group_size: int, dtype: torch.dtype) -> tuple[int, tuple]:
     """(BLOCK_G, ((max_tiles, tiles_per_program, num_warps), ...)) for groups of ``group_size``."""
     return group_kernel_params(_family_config(device_type)["per_token_group"], group_size, dtype)
@@ -158,6 +194,7 @@ def clear_caches() -> None:
     format_params.cache_clear()
     per_tensor_params.cache_clear()
     per_token_params.cache_clear()
+    per_token_variant_params.cache_clear()
     per_token_group_params.cache_clear()
     for launcher in _LAUNCHERS:
         launcher.clear()
@@ -297,6 +334,16 @@ def per_token_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tens
     has_ub = scale_ub is not None
     ub = scale_ub if has_ub else scales_out  # never read without HAS_UB
     q = _encoded(q_out, sw)
+    rcp_div, (chunked_from, chunk, n_chunks, even, crows, cwarps, hints) = per_token_variant_params(
+        dev, n_cols, x.dtype)
+    if n_rows >= chunked_from:
+        idx64 = (n_rows + crows) * max(xs, qs, ss) + n_chunks * chunk >= _I32
+        # constexprs: HAS_UB, ROWS, CHUNK, N_CHUNKS, EVEN, HINTS, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ,
+        # IDX64, RCP_DIV
+        _TOKEN_CHUNKED.launch((-(-n_rows // crows),), (x, xs, q, qs, scales_out, ss, ub, n_rows, n_cols),
+                              (has_ub, crows, chunk, n_chunks, even, hints, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64,
+                               rcp_div), cwarps)
+        return
     looped_from, block, rows_pp, warps, lblock, lwarps = per_token_params(dev, n_cols, x.dtype)
     if n_rows >= looped_from:  # int64 offsets always; one row per program
         # constexprs: HAS_UB, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ
@@ -304,9 +351,9 @@ def per_token_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tens
                              (has_ub, lblock, fmax, AMAX_FLOOR, rcp, sw, fnuz), lwarps)
         return
     idx64 = (n_rows + rows_pp) * max(xs, qs, ss) + block >= _I32
-    # constexprs: HAS_UB, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64
+    # constexprs: HAS_UB, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64, RCP_DIV
     _TOKEN.launch((-(-n_rows // rows_pp),), (x, xs, q, qs, scales_out, ss, ub, n_rows, n_cols),
-                  (has_ub, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64), warps)
+                  (has_ub, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div), warps)
 
 
 def per_token_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor, group_size: int) -> None:

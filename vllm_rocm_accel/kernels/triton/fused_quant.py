@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from .activation import _act
-from .quant import _quantize, _scale
+from .quant import _quantize, _quantize_row, _scale
 
 
 @triton.jit
@@ -69,12 +69,14 @@ def rms_norm_quant_rows_kernel(
     SW_FP8: tl.constexpr,
     FNUZ: tl.constexpr,
     IDX64: tl.constexpr,
+    RCP_DIV: tl.constexpr,
 ):
     """Single pass: a [ROWS, BLOCK_N] tile holds ROWS whole rows (BLOCK_N >= n_cols).
 
     Loads x (and residual) once, stores the sum over residual, normalizes, takes each row's
     amax and scale (``s_ptr[row * s_stride]``) and stores q: one read of the inputs, one write
-    of q (and residual), all from registers.
+    of q (and residual), all from registers. RCP_DIV: q divides through the row's reciprocal
+    (``quant._div_rcp``, the same bits as the per-element division).
     """
     pid = tl.program_id(0)
     if IDX64:
@@ -100,8 +102,133 @@ def rms_norm_quant_rows_kernel(
     y = _normed(s, rstd[:, None], w, x_ptr, HAS_WEIGHT)  # padding columns are 0 and leave the amax alone
     scale = _scale(tl.max(tl.abs(y), axis=1), FP8_MAX, AMAX_FLOOR, RCP_SCALE)
     tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
-    q = _quantize(y, scale[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    if RCP_DIV:
+        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)
+    else:
+        rcp = scale  # unused
+    q = _quantize_row(y, scale[:, None], rcp[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
     tl.store(q_ptr + rows[:, None] * q_row_stride + cols2, q, mask=mask)
+
+
+@triton.jit
+def _load_hinted(ptrs, mask, POLICY: tl.constexpr):
+    """tl.load with L1 eviction policy POLICY: 0 normal, 1 evict_last, 2 evict_first."""
+    if POLICY == 1:
+        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_last")
+    elif POLICY == 2:
+        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
+    else:
+        v = tl.load(ptrs, mask=mask, other=0.0)
+    return v
+
+
+@triton.jit
+def _chunk_sum(x_rows, r_rows, cols, mask, HAS_RESIDUAL: tl.constexpr, POLICY: tl.constexpr):
+    """s = x (+ residual) of one [ROWS, CHUNK] tile, float32 (POLICY: see :func:`_load_hinted`)."""
+    s = _load_hinted(x_rows + cols[None, :], mask, POLICY).to(tl.float32)
+    if HAS_RESIDUAL:
+        s = s + _load_hinted(r_rows + cols[None, :], mask, POLICY).to(tl.float32)
+    return s
+
+
+@triton.jit
+def rms_norm_quant_chunked_kernel(
+    x_ptr,
+    x_row_stride,
+    res_ptr,
+    res_row_stride,
+    q_ptr,
+    q_row_stride,
+    s_ptr,
+    s_stride,
+    w_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_RESIDUAL: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    ROWS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    N_CHUNKS: tl.constexpr,
+    EVEN: tl.constexpr,
+    HINTS: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    RCP_SCALE: tl.constexpr,
+    SW_FP8: tl.constexpr,
+    FNUZ: tl.constexpr,
+    IDX64: tl.constexpr,
+    RCP_DIV: tl.constexpr,
+):
+    """ROWS whole rows per program as N_CHUNKS = cdiv(n_cols, CHUNK) [ROWS, CHUNK] tiles, the chunk
+    loops unrolled (``static_range``; only the last chunk masked, none when EVEN), three passes as
+    the looped kernel: the sum of squares (all of its loads issued before the first sum), the
+    amax of the normalized rows, then the stores; the later passes re-read the program's own
+    rows from L1 / L2 (HINTS: evict_last on the first two passes, evict_first on the last).
+    Residual is written in the last pass only, each chunk after it is read. The sum of squares
+    adds chunk-wise partial sums (as the looped kernel), so rstd may differ from the whole-row
+    kernel's in the last bit.
+    """
+    pid = tl.program_id(0)
+    if IDX64:
+        rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+    else:
+        rows = pid * ROWS + tl.arange(0, ROWS)
+    row_mask = rows < n_rows
+    x_rows = x_ptr + rows[:, None] * x_row_stride
+    r_rows = res_ptr + rows[:, None] * res_row_stride
+    q_rows = q_ptr + rows[:, None] * q_row_stride
+    j = tl.arange(0, CHUNK)
+    KEEP: tl.constexpr = 1 if HINTS else 0  # _load_hinted policies
+    DROP: tl.constexpr = 2 if HINTS else 0
+
+    acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
+    for c in tl.static_range(N_CHUNKS):
+        cols = c * CHUNK + j
+        if EVEN or c < N_CHUNKS - 1:
+            mask = row_mask[:, None]
+        else:
+            mask = row_mask[:, None] & (cols < n_cols)[None, :]
+        s = _chunk_sum(x_rows, r_rows, cols, mask, HAS_RESIDUAL, KEEP)
+        acc += s * s
+    rstd = tl.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)[:, None]
+
+    amax_acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
+    for c in tl.static_range(N_CHUNKS):
+        cols = c * CHUNK + j
+        if EVEN or c < N_CHUNKS - 1:
+            mask = row_mask[:, None]
+        else:
+            mask = row_mask[:, None] & (cols < n_cols)[None, :]
+        s = _chunk_sum(x_rows, r_rows, cols, mask, HAS_RESIDUAL, KEEP)
+        if HAS_WEIGHT:
+            w = _load_hinted(w_ptr + cols, cols < n_cols, KEEP)[None, :]
+        else:
+            w = s  # unused
+        amax_acc = tl.maximum(amax_acc, tl.abs(_normed(s, rstd, w, x_ptr, HAS_WEIGHT)))
+    scale = _scale(tl.max(amax_acc, axis=1), FP8_MAX, AMAX_FLOOR, RCP_SCALE)
+    tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
+    if RCP_DIV:
+        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)[:, None]
+    else:
+        rcp = scale[:, None]  # unused
+
+    for c in tl.static_range(N_CHUNKS):
+        cols = c * CHUNK + j
+        if EVEN or c < N_CHUNKS - 1:
+            mask = row_mask[:, None]
+        else:
+            mask = row_mask[:, None] & (cols < n_cols)[None, :]
+        s = _chunk_sum(x_rows, r_rows, cols, mask, HAS_RESIDUAL, DROP)
+        if HAS_RESIDUAL:
+            tl.store(r_rows + cols[None, :], s.to(res_ptr.dtype.element_ty), mask=mask)
+        if HAS_WEIGHT:
+            w = tl.load(w_ptr + cols, mask=cols < n_cols, other=0.0)[None, :]
+        else:
+            w = s  # unused
+        y = _normed(s, rstd, w, x_ptr, HAS_WEIGHT)
+        q = _quantize_row(y, scale[:, None], rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+        tl.store(q_rows + cols[None, :], q, mask=mask)
 
 
 @triton.jit

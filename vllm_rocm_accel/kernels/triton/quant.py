@@ -67,14 +67,53 @@ def _fp8_bits(v, FNUZ: tl.constexpr):
 
 
 @triton.jit
-def _quantize(xf, scale, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl.constexpr, FNUZ: tl.constexpr):
-    """The value to store through ``q_ptr``: clamp(x / scale) in the FP8 format (or its bits)."""
-    v = tl.clamp(tl.math.div_rn(xf, scale), -FP8_MAX, FP8_MAX)
+def _encode(quotient, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl.constexpr, FNUZ: tl.constexpr):
+    """The value to store through ``q_ptr`` for the float32 quotient x / scale: clamped, in the FP8
+    format (or its bits)."""
+    v = tl.clamp(quotient, -FP8_MAX, FP8_MAX)
     if SW_FP8:
         out = _fp8_bits(v, FNUZ)
     else:
         out = v.to(q_ptr.dtype.element_ty)
     return out
+
+
+@triton.jit
+def _quantize(xf, scale, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl.constexpr, FNUZ: tl.constexpr):
+    """The value to store through ``q_ptr``: clamp(x / scale) in the FP8 format (or its bits)."""
+    return _encode(tl.math.div_rn(xf, scale), q_ptr, FP8_MAX, SW_FP8, FNUZ)
+
+
+@triton.jit
+def _div_rcp(xf, scale, rcp):
+    """``div_rn(xf, scale)`` bit for bit, from ``rcp = div_rn(1, scale)`` computed once per row: a
+    product and two exact-remainder corrections (Markstein: q1 is faithful, and a faithful
+    quotient corrected with the correctly rounded reciprocal rounds correctly), 5 FP32 ops per
+    element instead of the full division (reciprocal, refinement, range check and slow path).
+
+    Scales are >= AMAX_FLOOR / FP8_MAX, so the remainders of every quotient that can reach a
+    nonzero FP8 code are far from float32 underflow. The cases the corrections mishandle are
+    the ones where the plain product is already the IEEE quotient: x = +-0 (the corrections
+    would lose the sign), scale = inf (rcp = 0), x = +-inf or NaN (remainders NaN); they take
+    the product ``q0``.
+    """
+    q0 = xf * rcp
+    q1 = tl.fma(tl.fma(-q0, scale, xf), rcp, q0)
+    r1 = tl.fma(-q1, scale, xf)
+    q2 = tl.fma(r1, rcp, q1)
+    return tl.where((xf == 0) | (r1 != r1), q0, q2)
+
+
+@triton.jit
+def _quantize_row(xf, scale, rcp, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl.constexpr, FNUZ: tl.constexpr,
+                  RCP_DIV: tl.constexpr):
+    """:func:`_quantize` with the row's ``rcp = div_rn(1, scale)`` at hand: RCP_DIV divides through
+    it (:func:`_div_rcp`, the same bits), otherwise per element (``rcp`` unused)."""
+    if RCP_DIV:
+        v = _div_rcp(xf, scale, rcp)
+    else:
+        v = tl.math.div_rn(xf, scale)
+    return _encode(v, q_ptr, FP8_MAX, SW_FP8, FNUZ)
 
 
 # --- per tensor -------------------------------------------------------------------------------
@@ -181,10 +220,12 @@ def per_token_quant_kernel(
     SW_FP8: tl.constexpr,
     FNUZ: tl.constexpr,
     IDX64: tl.constexpr,
+    RCP_DIV: tl.constexpr,
 ):
     """Single pass: a [ROWS, BLOCK_N] tile holds ROWS whole rows (BLOCK_N >= n_cols).
 
-    Row amax (capped by ``*ub_ptr`` when HAS_UB) -> scale ``s_ptr[row * s_stride]`` -> q.
+    Row amax (capped by ``*ub_ptr`` when HAS_UB) -> scale ``s_ptr[row * s_stride]`` -> q
+    (RCP_DIV: dividing through the row's reciprocal, :func:`_div_rcp`).
     """
     pid = tl.program_id(0)
     if IDX64:
@@ -200,8 +241,89 @@ def per_token_quant_kernel(
         amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
     scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
     tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
-    q = _quantize(x, scale[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    if RCP_DIV:
+        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)
+    else:
+        rcp = scale  # unused
+    q = _quantize_row(x, scale[:, None], rcp[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
     tl.store(q_ptr + rows[:, None] * q_row_stride + cols[None, :], q, mask=mask)
+
+
+@triton.jit
+def per_token_quant_chunked_kernel(
+    x_ptr,
+    x_row_stride,
+    q_ptr,
+    q_row_stride,
+    s_ptr,
+    s_stride,
+    ub_ptr,
+    n_rows,
+    n_cols,
+    HAS_UB: tl.constexpr,
+    ROWS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    N_CHUNKS: tl.constexpr,
+    EVEN: tl.constexpr,
+    HINTS: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    RCP_SCALE: tl.constexpr,
+    SW_FP8: tl.constexpr,
+    FNUZ: tl.constexpr,
+    IDX64: tl.constexpr,
+    RCP_DIV: tl.constexpr,
+):
+    """ROWS whole rows per program as N_CHUNKS = cdiv(n_cols, CHUNK) [ROWS, CHUNK] tiles, the chunk
+    loops unrolled (``static_range``): every load of the amax pass is issued before the first
+    max, so a program waits for one memory latency (the looped kernel's runtime loop waits once
+    per chunk), and only the last chunk is masked (EVEN: CHUNK divides n_cols, none is), so a row
+    like 7168 = 7 x 1024 leaves no lanes idle (next_power_of_2 padding would leave 12.5%). The
+    quantize pass loads the chunks again: the program's own rows, just read, from L1 / L2
+    (HINTS: the first loads ask L1 to keep the lines, the second to drop them).
+    """
+    pid = tl.program_id(0)
+    if IDX64:
+        rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+    else:
+        rows = pid * ROWS + tl.arange(0, ROWS)
+    row_mask = rows < n_rows
+    x_rows = x_ptr + rows[:, None] * x_row_stride
+    q_rows = q_ptr + rows[:, None] * q_row_stride
+    j = tl.arange(0, CHUNK)
+    acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
+    for c in tl.static_range(N_CHUNKS):
+        cols = c * CHUNK + j
+        if EVEN or c < N_CHUNKS - 1:
+            mask = row_mask[:, None]
+        else:
+            mask = row_mask[:, None] & (cols < n_cols)[None, :]
+        if HINTS:
+            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0, eviction_policy="evict_last")
+        else:
+            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0)
+        acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
+    amax = tl.max(acc, axis=1)
+    if HAS_UB:
+        amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
+    scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
+    tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
+    if RCP_DIV:
+        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)
+    else:
+        rcp = scale  # unused
+    for c in tl.static_range(N_CHUNKS):
+        cols = c * CHUNK + j
+        if EVEN or c < N_CHUNKS - 1:
+            mask = row_mask[:, None]
+        else:
+            mask = row_mask[:, None] & (cols < n_cols)[None, :]
+        if HINTS:
+            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0, eviction_policy="evict_first")
+        else:
+            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0)
+        q = _quantize_row(x.to(tl.float32), scale[:, None], rcp[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+        tl.store(q_rows + cols[None, :], q, mask=mask)
 
 
 @triton.jit
