@@ -87,6 +87,11 @@ def launch_config(family: str, pass_: str, bucket: int, masked: bool, dtype_name
     raise ValueError(f"attention.json has no {pass_} rule for head-dim bucket {bucket} (masked={masked}, {dtype_name})")
 
 
+def preprocess_block_m(device_type: str) -> int:
+    """Query rows per program of the backward's delta (preprocess) kernel."""
+    return 64 if device_type == "cuda" else 16
+
+
 def _fill_params(device_type: str) -> tuple:
     fill = _family_config(_family(device_type)).get("fill", {})
     return int(fill.get("BLOCK_R", 64)), int(fill.get("num_warps", 4))
@@ -244,7 +249,7 @@ def backward(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, 
     consts = (p.head_dim, p.head_dim_v)
     flags = (_block_d(p.head_dim), block_dv, p.varlen, p.softcap > 0, alibi_slopes is not None, prec)
 
-    pre_m = 64 if dev == "cuda" else 16
+    pre_m = preprocess_block_m(dev)
     if p.seqlen_q > 0:
         _PRE.launch(
             (triton.cdiv(p.seqlen_q, pre_m), p.num_heads_q, p.batch),

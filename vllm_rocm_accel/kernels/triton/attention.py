@@ -106,20 +106,26 @@ def _block_split(lo, hi, full_lo, full_hi, BLOCK: tl.constexpr):
 @triton.jit
 def _fwd_tiles(
     acc, l_i, m_i, q, k_base, v_base, k_st, v_st, offs_m, offs_n, offs_d, offs_dv, mask_d, mask_dv,
-    start, end, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+    start, end, sk, diag, col_lo, col_hi, qk_scale, cap2, slope2,
     BLOCK_N: tl.constexpr, MASKED: tl.constexpr, SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     PAD_D: tl.constexpr, PAD_DV: tl.constexpr, PREC: tl.constexpr,
 ):
+    """Online-softmax steps over the key blocks [start, end). MASKED: row i sees key columns
+    [col_lo[i], col_hi[i]) (window and key bounds folded into two per-row vectors, so the mask
+    is two compares per element and no [BLOCK_M, BLOCK_N] int tensor stays live)."""
     for n in range(start, end, BLOCK_N):
         cols = n + offs_n
         kmask = cols < sk
         row = tl.cast(n, tl.int64)
         k = _load_tile(k_base + row * k_st + offs_n[:, None] * k_st + offs_d[None, :], kmask, mask_d, MASKED, PAD_D)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC)
-        rel = offs_m[:, None] + diag - cols[None, :]
+        if HAS_ALIBI:
+            rel = offs_m[:, None] + diag - cols[None, :]
+        else:
+            rel = 0  # unused by _scores
         s, t = _scores(qk, rel, qk_scale, cap2, slope2, SOFTCAP, HAS_ALIBI)
         if MASKED:
-            vis = kmask[None, :] & (rel <= win_left) & (-rel <= win_right)
+            vis = (cols[None, :] >= col_lo[:, None]) & (cols[None, :] < col_hi[:, None])
             s = tl.where(vis, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
@@ -150,8 +156,10 @@ def attn_fwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, IS_VARLEN: tl.constexpr, SOFTCAP: tl.constexpr,
     HAS_ALIBI: tl.constexpr, STORE_LSE: tl.constexpr, PREC: tl.constexpr,
 ):
-    """Grid (cdiv(max_seqlen_q, BLOCK_M), Hq, B): one block of query rows of one head."""
-    pid_m = tl.program_id(0)
+    """Grid (cdiv(max_seqlen_q, BLOCK_M), Hq, B): one block of query rows of one head. Programs
+    take the query blocks last first: under a causal mask the last blocks see the most keys, so
+    the heaviest programs start first and the short ones fill the tail of the wave."""
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     h = tl.program_id(1)
     b = tl.program_id(2)
     q0, sq = _seq(CU_Q, b, seqlen_q, IS_VARLEN)
@@ -191,18 +199,21 @@ def attn_fwd_kernel(
     full_lo = m0 + BLOCK_M - 1 + diag - win_left
     full_hi = tl.minimum(m0 + diag + win_right + 1, sk)
     a, f0, f1 = _block_split(lo, hi, full_lo, full_hi, BLOCK_N)
+    # key columns each row sees: rel <= win_left, -rel <= win_right and j < sk
+    col_lo = offs_m + diag - win_left
+    col_hi = tl.minimum(offs_m + diag + win_right + 1, sk)
 
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, k_st, v_st, offs_m, offs_n, offs_d, offs_dv, mask_d, mask_dv,
-                               a, f0, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+                               a, f0, sk, diag, col_lo, col_hi, qk_scale, cap2, slope2,
                                BLOCK_N, True, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, k_st, v_st, offs_m, offs_n, offs_d, offs_dv, mask_d, mask_dv,
-                               f0, f1, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+                               f0, f1, sk, diag, col_lo, col_hi, qk_scale, cap2, slope2,
                                BLOCK_N, False, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, k_st, v_st, offs_m, offs_n, offs_d, offs_dv, mask_d, mask_dv,
-                               f1, hi, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+                               f1, hi, sk, diag, col_lo, col_hi, qk_scale, cap2, slope2,
                                BLOCK_N, True, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
 
     empty = l_i == 0.0
@@ -277,11 +288,14 @@ def attn_bwd_preprocess_kernel(
 @triton.jit
 def _bwd_kv_tiles(
     dk, dv, k, v, q_base, do_base, lse_base, delta_base, q_st, do_st, offs_m, cols, offs_d, offs_dv,
-    mask_d, mask_dv, start, end, sq, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+    mask_d, mask_dv, start, end, sq, diag, row_lo, row_hi, qk_scale, cap2, slope2,
     BLOCK_M: tl.constexpr, MASKED: tl.constexpr, SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     PAD_D: tl.constexpr, PAD_DV: tl.constexpr, PREC: tl.constexpr,
 ):
-    """dv += P^T dO and dk += dS^T Q (unscaled) over the query blocks [start, end)."""
+    """dv += P^T dO and dk += dS^T Q (unscaled) over the query blocks [start, end). MASKED: key
+    column j is seen by query rows [row_lo[j], row_hi[j]) (window, key and query bounds folded
+    into two per-key vectors). Only one [BLOCK_N, BLOCK_M] float tensor besides the dot being
+    formed is live at a time: the softcap factor is folded into P^T right after dv uses it."""
     for m in range(start, end, BLOCK_M):
         rows = m + offs_m
         rmask = rows < sq
@@ -292,23 +306,26 @@ def _bwd_kv_tiles(
         else:
             lse2 = tl.load(lse_base + row + offs_m) * LOG2E
         qkT = tl.dot(k, tl.trans(q), input_precision=PREC)  # [BLOCK_N, BLOCK_M]
-        rel = rows[None, :] + diag - cols[:, None]
+        if HAS_ALIBI:
+            rel = rows[None, :] + diag - cols[:, None]
+        else:
+            rel = 0  # unused by _scores
         s, t = _scores(qkT, rel, qk_scale, cap2, slope2, SOFTCAP, HAS_ALIBI)
         if MASKED:
-            vis = rmask[None, :] & (cols < sk)[:, None] & (rel <= win_left) & (-rel <= win_right)
+            vis = (rows[None, :] >= row_lo[:, None]) & (rows[None, :] < row_hi[:, None])
             s = tl.where(vis, s, float("-inf"))
         pT = tl.exp2(s - lse2[None, :])
         do = _load_tile(do_base + row * do_st + offs_m[:, None] * do_st + offs_dv[None, :], rmask, mask_dv, MASKED,
                         PAD_DV)
         dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=PREC)
+        if SOFTCAP:
+            pT = pT * (1.0 - t * t)  # dS = P (dP - delta) tanh'(.): t dies here
         if MASKED:
             delta = tl.load(delta_base + row + offs_m, mask=rmask, other=0.0)
         else:
             delta = tl.load(delta_base + row + offs_m)
         dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
         dsT = pT * (dpT - delta[None, :])
-        if SOFTCAP:
-            dsT = dsT * (1.0 - t * t)
         dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=PREC)
     return dk, dv
 
@@ -366,6 +383,9 @@ def attn_bwd_dkdv_kernel(
     full_lo = n0 + BLOCK_N - 1 - diag - win_right
     full_hi = tl.where(n0 + BLOCK_N <= sk, tl.minimum(n0 - diag + win_left + 1, sq), 0)
     a, f0, f1 = _block_split(lo, hi, full_lo, full_hi, BLOCK_M)
+    # query rows each key column is seen by: rel <= win_left, -rel <= win_right, i < sq (none past sk)
+    row_lo = cols - diag - win_right
+    row_hi = tl.where(mask_n, tl.minimum(cols - diag + win_left + 1, sq), 0)
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
@@ -381,13 +401,13 @@ def attn_bwd_dkdv_kernel(
         else:
             slope2 = 0.0
         dk, dv = _bwd_kv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, q_st, do_st, offs_m, cols,
-                               offs_d, offs_dv, mask_d, mask_dv, a, f0, sq, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+                               offs_d, offs_dv, mask_d, mask_dv, a, f0, sq, diag, row_lo, row_hi, qk_scale, cap2, slope2,
                                BLOCK_M, True, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
         dk, dv = _bwd_kv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, q_st, do_st, offs_m, cols,
-                               offs_d, offs_dv, mask_d, mask_dv, f0, f1, sq, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+                               offs_d, offs_dv, mask_d, mask_dv, f0, f1, sq, diag, row_lo, row_hi, qk_scale, cap2, slope2,
                                BLOCK_M, False, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
         dk, dv = _bwd_kv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, q_st, do_st, offs_m, cols,
-                               offs_d, offs_dv, mask_d, mask_dv, f1, hi, sq, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+                               offs_d, offs_dv, mask_d, mask_dv, f1, hi, sq, diag, row_lo, row_hi, qk_scale, cap2, slope2,
                                BLOCK_M, True, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
 
     dk = dk * grad_scale
@@ -400,27 +420,31 @@ def attn_bwd_dkdv_kernel(
 @triton.jit
 def _bwd_q_tiles(
     dq, q, do, lse2, delta, k_base, v_base, k_st, v_st, offs_m, offs_n, offs_d, offs_dv, mask_d, mask_dv,
-    start, end, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+    start, end, sk, diag, col_lo, col_hi, qk_scale, cap2, slope2,
     BLOCK_N: tl.constexpr, MASKED: tl.constexpr, SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     PAD_D: tl.constexpr, PAD_DV: tl.constexpr, PREC: tl.constexpr,
 ):
+    """dq += dS K over the key blocks [start, end); masks as in :func:`_fwd_tiles`."""
     for n in range(start, end, BLOCK_N):
         cols = n + offs_n
         kmask = cols < sk
         row = tl.cast(n, tl.int64)
         k = _load_tile(k_base + row * k_st + offs_n[:, None] * k_st + offs_d[None, :], kmask, mask_d, MASKED, PAD_D)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC)
-        rel = offs_m[:, None] + diag - cols[None, :]
+        if HAS_ALIBI:
+            rel = offs_m[:, None] + diag - cols[None, :]
+        else:
+            rel = 0  # unused by _scores
         s, t = _scores(qk, rel, qk_scale, cap2, slope2, SOFTCAP, HAS_ALIBI)
         if MASKED:
-            vis = kmask[None, :] & (rel <= win_left) & (-rel <= win_right)
+            vis = (cols[None, :] >= col_lo[:, None]) & (cols[None, :] < col_hi[:, None])
             s = tl.where(vis, s, float("-inf"))
         p = tl.exp2(s - lse2[:, None])
+        if SOFTCAP:
+            p = p * (1.0 - t * t)  # dS = P (dP - delta) tanh'(.): t dies before dP is formed
         v = _load_tile(v_base + row * v_st + offs_n[:, None] * v_st + offs_dv[None, :], kmask, mask_dv, MASKED, PAD_DV)
         dp = tl.dot(do, tl.trans(v), input_precision=PREC)
         ds = p * (dp - delta[:, None])
-        if SOFTCAP:
-            ds = ds * (1.0 - t * t)
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PREC)
     return dq
 
@@ -440,8 +464,9 @@ def attn_bwd_dq_kernel(
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, IS_VARLEN: tl.constexpr, SOFTCAP: tl.constexpr,
     HAS_ALIBI: tl.constexpr, PREC: tl.constexpr,
 ):
-    """Grid (cdiv(max_seqlen_q, BLOCK_M), Hq, B): dq of one block of query rows of one head."""
-    pid_m = tl.program_id(0)
+    """Grid (cdiv(max_seqlen_q, BLOCK_M), Hq, B): dq of one block of query rows of one head; the
+    last query blocks (the most keys under a causal mask) first, as in the forward."""
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     h = tl.program_id(1)
     b = tl.program_id(2)
     q0, sq = _seq(CU_Q, b, seqlen_q, IS_VARLEN)
@@ -484,16 +509,18 @@ def attn_bwd_dq_kernel(
     full_lo = m0 + BLOCK_M - 1 + diag - win_left
     full_hi = tl.minimum(m0 + diag + win_right + 1, sk)
     a, f0, f1 = _block_split(lo, hi, full_lo, full_hi, BLOCK_N)
+    col_lo = offs_m + diag - win_left
+    col_hi = tl.minimum(offs_m + diag + win_right + 1, sk)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq = _bwd_q_tiles(dq, q, do, lse2, delta, k_base, v_base, k_st, v_st, offs_m, offs_n, offs_d, offs_dv, mask_d, mask_dv,
-                      a, f0, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+                      a, f0, sk, diag, col_lo, col_hi, qk_scale, cap2, slope2,
                       BLOCK_N, True, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
     dq = _bwd_q_tiles(dq, q, do, lse2, delta, k_base, v_base, k_st, v_st, offs_m, offs_n, offs_d, offs_dv, mask_d, mask_dv,
-                      f0, f1, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+                      f0, f1, sk, diag, col_lo, col_hi, qk_scale, cap2, slope2,
                       BLOCK_N, False, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
     dq = _bwd_q_tiles(dq, q, do, lse2, delta, k_base, v_base, k_st, v_st, offs_m, offs_n, offs_d, offs_dv, mask_d, mask_dv,
-                      f1, hi, sk, diag, win_left, win_right, qk_scale, cap2, slope2,
+                      f1, hi, sk, diag, col_lo, col_hi, qk_scale, cap2, slope2,
                       BLOCK_N, True, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
     dq = dq * grad_scale
     dq_ptrs = DQ + b64 * dq_sb + q_row0 * dq_st + h64 * dq_sh + r[:, None] * dq_st + offs_d[None, :]
