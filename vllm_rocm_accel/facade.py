@@ -339,7 +339,7 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
         k: torch.Tensor,
         v: torch.Tensor,
         cu_seqlens_q: torch.Tensor,
-        cu_seqlens_k: torch.Tensor,
+        cu_seqlens_k: Optional[torch.Tensor],
         max_seqlen_q: int,
         max_seqlen_k: int,
         dropout_p: float = 0.0,
@@ -351,13 +351,50 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
         deterministic: bool = False,
         return_lse: bool = False,
         backend: Optional[str] = None,
+        *,
+        block_table: Optional[torch.Tensor] = None,
+        seqused_k: Optional[torch.Tensor] = None,
+        num_splits: int = 0,
+        k_descale: Optional[torch.Tensor] = None,
+        v_descale: Optional[torch.Tensor] = None,
+        out: Optional[torch.Tensor] = None,
     ):
         """FlashAttention's ``flash_attn_varlen_func`` on packed (T, H, D) tensors with int32
-        ``cu_seqlens`` (B + 1,); lse is (Hq, Tq). Differentiable."""
+        ``cu_seqlens`` (B + 1,); lse is (Hq, Tq). Differentiable.
+
+        Paged (serving, forward-only): ``block_table`` (B, max_blocks) int32 and ``seqused_k`` (B,)
+        int32 with ``k`` / ``v`` vLLM's caches (num_blocks, block_size, Hk, D) and ``cu_seqlens_k``
+        None; FP8 caches take ``k_descale`` / ``v_descale`` (float32, 1 element); ``num_splits`` 0 =
+        heuristic, 1 = off, G >= 2 = forced; ``out`` is written in place."""
         return _attention().flash_attn_varlen_func(
             q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
             window_size, softcap, alibi_slopes, deterministic, return_lse, backend or "auto",
+            block_table=block_table, seqused_k=seqused_k, num_splits=num_splits, k_descale=k_descale,
+            v_descale=v_descale, out=out,
         )
+
+    # -- kv cache -----------------------------------------------------------------
+    @staticmethod
+    def reshape_and_cache_flash(
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_cache: torch.Tensor,
+        value_cache: torch.Tensor,
+        slot_mapping: torch.Tensor,
+        kv_cache_dtype: str,
+        k_scale: torch.Tensor,
+        v_scale: torch.Tensor,
+        backend: Optional[str] = None,
+    ) -> None:
+        """vLLM's ``reshape_and_cache_flash``: rows ``t < slot_mapping.shape[0]`` of key (N, Hk, D) and
+        value (N, Hk, Dv) into ``key_cache``/``value_cache`` (num_blocks, block_size, Hk, D/Dv) at
+        block ``s // block_size``, offset ``s % block_size`` (``s = slot_mapping[t]``; -1 skipped).
+        ``kv_cache_dtype`` "auto" (caches of key's dtype) or "fp8" (FP8 or uint8 caches holding
+        ``fp8(x / k_scale)`` / ``fp8(x / v_scale)``, float32 one-element scales). In place."""
+        from .ops import kv_cache
+
+        kv_cache.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
+                                         v_scale, backend)
 
     # -- introspection --------------------------------------------------------
     call_counts = staticmethod(call_counts)

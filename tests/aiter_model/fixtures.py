@@ -14,7 +14,8 @@ import pytest
 
 from . import model
 
-FAMILY_MODELS = ("model_activation", "model_rope", "model_quant", "model_fused_quant", "model_gemm", "model_attention")
+FAMILY_MODELS = ("model_activation", "model_rope", "model_quant", "model_fused_quant", "model_gemm", "model_attention",
+                 "model_paged_attention", "model_kv_cache")
 
 
 def build_fake_aiter() -> types.ModuleType:

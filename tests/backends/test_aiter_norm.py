@@ -38,6 +38,8 @@ AITER_ADAPTER_MODULES = [
     "vllm_rocm_accel.backends.aiter.fused_quant",
     "vllm_rocm_accel.backends.aiter.gemm",
     "vllm_rocm_accel.backends.aiter.attention",
+    "vllm_rocm_accel.backends.aiter.paged_attention",
+    "vllm_rocm_accel.backends.aiter.kv_cache",
 ]
 
 DTYPES = [torch.bfloat16, torch.float16]

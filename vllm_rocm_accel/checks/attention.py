@@ -229,26 +229,29 @@ def check_varlen(
 def check_seqlens_values(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, total_q, total_k) -> None:
     """The cu_seqlens values: start at 0, non-decreasing, end within the packed tensors, and no
     sequence longer than its max_seqlen. Reads both tensors to the host (one small copy each)."""
-    for name, cu, max_len, total, what in (
-        ("cu_seqlens_q", cu_seqlens_q, max_seqlen_q, total_q, "q"),
-        ("cu_seqlens_k", cu_seqlens_k, max_seqlen_k, total_k, "k"),
-    ):
-        vals = cu.tolist()
-        if vals[0] != 0:
-            raise ValueError(f"{name}[0] must be 0, got {vals[0]}")
-        lens = [b - a for a, b in zip(vals, vals[1:])]
-        bad = next((i for i, n in enumerate(lens) if n < 0), None)
-        if bad is not None:
-            raise ValueError(f"{name} must be non-decreasing: {name}[{bad + 1}] = {vals[bad + 1]} < {vals[bad]}")
-        if vals[-1] > total:
-            raise ValueError(f"{name}[-1] = {vals[-1]} is past the {total} rows of {what}")
-        longest = max(lens)
-        if longest > max_len:
-            i = lens.index(longest)
-            raise ValueError(
-                f"sequence {i} has {longest} {what} rows but max_seqlen_{what} is {max_len}: "
-                f"max_seqlen_{what} must be >= every sequence's length"
-            )
+    check_cu_values("cu_seqlens_q", cu_seqlens_q, max_seqlen_q, total_q, "q")
+    check_cu_values("cu_seqlens_k", cu_seqlens_k, max_seqlen_k, total_k, "k")
+
+
+def check_cu_values(name: str, cu: torch.Tensor, max_len: int, total: int, what: str) -> None:
+    """One cu_seqlens tensor's values (see :func:`check_seqlens_values`); ``what`` names the
+    packed tensor ("q" or "k"). One small device-to-host copy."""
+    vals = cu.tolist()
+    if vals[0] != 0:
+        raise ValueError(f"{name}[0] must be 0, got {vals[0]}")
+    lens = [b - a for a, b in zip(vals, vals[1:])]
+    bad = next((i for i, n in enumerate(lens) if n < 0), None)
+    if bad is not None:
+        raise ValueError(f"{name} must be non-decreasing: {name}[{bad + 1}] = {vals[bad + 1]} < {vals[bad]}")
+    if vals[-1] > total:
+        raise ValueError(f"{name}[-1] = {vals[-1]} is past the {total} rows of {what}")
+    longest = max(lens)
+    if longest > max_len:
+        i = lens.index(longest)
+        raise ValueError(
+            f"sequence {i} has {longest} {what} rows but max_seqlen_{what} is {max_len}: "
+            f"max_seqlen_{what} must be >= every sequence's length"
+        )
 
 
 def check_op_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,

@@ -27,6 +27,14 @@ OP_FEATURES: dict[str, str | None] = {
     # vLLM gates AITER's flash_attn_func / flash_attn_varlen_func with VLLM_ROCM_USE_AITER_MHA.
     "flash_attn_fwd": "mha",
     "flash_attn_bwd": "mha",
+    # vLLM runs AITER's paged attention (varlen over the block table, paged decode) in its
+    # ROCM_AITER_FA backend, which VLLM_ROCM_USE_AITER_MHA gates (platforms/rocm.py).
+    "paged_attn_fwd": "mha",
+    "paged_attn_fwd_out": "mha",
+    # vLLM has no per-feature flag for the KV-cache write: its AITER attention backends call vLLM's own
+    # reshape_and_cache_flash, and the fused rope + cache write is gated by rocm_aiter_ops.is_enabled()
+    # (v1/attention/backends/rocm_aiter_fa.py): the master flag alone.
+    "reshape_and_cache_flash": None,
 }
 OP_NAMES: tuple[str, ...] = tuple(OP_FEATURES)
 
@@ -38,4 +46,6 @@ FAMILIES: tuple[str, ...] = (
     "fused_quant",
     "gemm",
     "attention",
+    "paged_attention",
+    "kv_cache",
 )

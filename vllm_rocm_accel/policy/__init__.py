@@ -22,6 +22,8 @@ from .. import platform, settings
 
 _DIR = os.path.dirname(__file__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Data files beside the policies that are not per-family policy tables.
+NOT_POLICIES = frozenset({"split_k.json"})  # the split-K heuristic's constants (vllm_rocm_accel.split_k)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def row_bounds(op: str) -> tuple[int, ...]:
     """
     bounds = set()
     for name in os.listdir(_DIR):
-        if name.endswith(".json"):
+        if name.endswith(".json") and name not in NOT_POLICIES:
             for rule in _family_table(name[:-5]).get(op, ()):
                 bounds.add(rule.min_rows)
                 if rule.max_rows is not None:
