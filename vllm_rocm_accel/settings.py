@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     VLLM_ROCM_ACCEL_CHECK_POSITIONS: bool = False
     VLLM_ROCM_ACCEL_CHECK_SEQLENS: bool = True
     VLLM_ROCM_ACCEL_FP8_LINEAR: bool = True
+    VLLM_ROCM_ACCEL_ATTENTION_BACKEND: bool = True
 
     @field_validator("*", mode="before")
     @classmethod

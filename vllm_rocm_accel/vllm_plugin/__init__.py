@@ -9,4 +9,7 @@
   appended to vLLM's FP8 linear kernel lists (``register_linear_kernel``); chosen where
   vLLM's own kernels decline or are named in ``VLLM_DISABLED_KERNELS``
   (``VLLM_ROCM_ACCEL_FP8_LINEAR=0`` leaves it out).
+* ``attention_backend``: a paged-KV attention backend (our ``reshape_and_cache_flash`` + paged
+  ``flash_attn_varlen_func``) in vLLM's ``CUSTOM`` backend slot (``register_backend``), chosen
+  with ``--attention-backend CUSTOM`` (``VLLM_ROCM_ACCEL_ATTENTION_BACKEND=0`` leaves it out).
 """
