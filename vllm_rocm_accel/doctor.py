@@ -77,12 +77,20 @@ def _ops_report(kind: str) -> list[dict[str, Any]]:
         for case, rows in CASES.items():
             args = example(op, rows, HIDDEN, torch.bfloat16, device)
             out.append({
-                "op": op, "case": case, "shape": f"{rows}x{HIDDEN} bfloat16 on {device}",
+                "op": op, "case": case, "shape": _describe(args, device),
                 "auto": disp.auto(args).name,
                 "override": None if override == "auto" else override,
                 "backends": dict(disp.explain(args)),
             })
     return out
+
+
+def _describe(args: tuple, device: torch.device) -> str:
+    """The example call's first floating-point tensor (the activations, not positions or indices),
+    e.g. ``1x64x32x128 bfloat16 on cpu`` for an attention query."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    first = next((t for t in tensors if t.is_floating_point()), tensors[0])
+    return f"{'x'.join(str(n) for n in first.shape)} {str(first.dtype).removeprefix('torch.')} on {device}"
 
 
 def render(report: dict[str, Any]) -> str:
