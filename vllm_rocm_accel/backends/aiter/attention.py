@@ -107,8 +107,8 @@ from typing import Optional
 
 import torch
 
-from ... import platform
 from ...checks.attention import AttnProblem
+from . import arch_reason, device_arch as _device_arch
 
 ARCHS = ("gfx90a", "gfx942", "gfx950")  # CK tile fmha: every gfx9 (cg:fmha_fwd.py:637-639, 750-751)
 V3_ARCHS = ("gfx942", "gfx950")  # the assembly kernels (gen:170)
@@ -128,18 +128,9 @@ def _aiter():
 
 
 # --- arch -----------------------------------------------------------------------
-def _device_arch(device: torch.device) -> Optional[str]:
-    if device.type != "cuda":
-        return None  # no GPU to ask (the platform gate refuses such devices)
-    return platform.device_arch(platform.device_index(device))
-
-
 def arch_unsupported_reason(device: torch.device) -> Optional[str]:
     """AITER's CK fmha kernels are generated for gfx9 (gfx90a, gfx942, gfx950)."""
-    arch = _device_arch(device)
-    if arch is not None and arch not in ARCHS:
-        return f"aiter MHA kernels need {'/'.join(ARCHS)}, device is {arch}"
-    return None
+    return arch_reason(_device_arch(device), ARCHS, "aiter MHA kernels need {archs}")
 
 
 def _bf16_cvt(arch: Optional[str]) -> int:

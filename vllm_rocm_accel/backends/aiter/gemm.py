@@ -104,8 +104,8 @@ from typing import Optional
 
 import torch
 
-from ... import platform
 from ...checks.gemm import BLOCK
+from . import arch_reason, device_arch as _device_arch
 from .quant import kernel_fp8_dtype
 
 ARCHS = ("gfx942", "gfx950")  # FP8 matrix cores (gfx90a has none)
@@ -152,18 +152,9 @@ def gemm_a8w8_blockscale(a: torch.Tensor, w: torch.Tensor, a_scale: torch.Tensor
 
 
 # --- guards ---------------------------------------------------------------------
-def _device_arch(device: torch.device) -> Optional[str]:
-    if device.type != "cuda":
-        return None  # no GPU to ask (the platform gate refuses such devices)
-    return platform.device_arch(platform.device_index(device))
-
-
 def arch_unsupported_reason(device: torch.device) -> Optional[str]:
     """AITER's FP8 GEMMs need the FP8 matrix cores of gfx942 / gfx950."""
-    arch = _device_arch(device)
-    if arch is not None and arch not in ARCHS:
-        return f"aiter FP8 GEMMs need {'/'.join(ARCHS)} (FP8 matrix cores), device is {arch}"
-    return None
+    return arch_reason(_device_arch(device), ARCHS, "aiter FP8 GEMMs need {archs} (FP8 matrix cores)")
 
 
 def _common_reason(a: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype) -> Optional[str]:

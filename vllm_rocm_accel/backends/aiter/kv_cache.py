@@ -44,8 +44,9 @@ from typing import Optional
 
 import torch
 
-from ... import fp8, platform
+from ... import fp8
 from ...checks.kv_cache import CacheWrite
+from . import arch_reason, device_arch as _device_arch
 
 ARCHS = ("gfx90a", "gfx942", "gfx950")
 FP8_ARCHS = ("gfx942", "gfx950")  # ck_tile's hardware FP8 conversions (CK_TILE_FP8_CVT_DEVICE)
@@ -59,17 +60,8 @@ def _aiter():
     return aiter
 
 
-def _device_arch(device: torch.device) -> Optional[str]:
-    if device.type != "cuda":
-        return None  # no GPU to ask (the platform gate refuses such devices)
-    return platform.device_arch(platform.device_index(device))
-
-
 def arch_unsupported_reason(device: torch.device) -> Optional[str]:
-    arch = _device_arch(device)
-    if arch is not None and arch not in ARCHS:
-        return f"aiter's cache kernels are built for {'/'.join(ARCHS)}, device is {arch}"
-    return None
+    return arch_reason(_device_arch(device), ARCHS, "aiter's cache kernels are built for {archs}")
 
 
 def kernel_fp8_dtype(arch: str) -> torch.dtype:

@@ -92,7 +92,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from ... import platform
+from . import arch_reason, device_arch as _device_arch
 
 if TYPE_CHECKING:  # the dataclass lives in checks/paged_attention.py
     from ...checks.paged_attention import PagedProblem
@@ -116,18 +116,9 @@ def _aiter():
 
 
 # --- arch -----------------------------------------------------------------------
-def _device_arch(device: torch.device) -> Optional[str]:
-    if device.type != "cuda":
-        return None
-    return platform.device_arch(platform.device_index(device))
-
-
 def arch_unsupported_reason(device: torch.device) -> Optional[str]:
     """AITER's CK fmha and its pa_v1 kernel are built for gfx90a, gfx942 and gfx950."""
-    arch = _device_arch(device)
-    if arch is not None and arch not in ARCHS:
-        return f"aiter paged attention kernels need {'/'.join(ARCHS)}, device is {arch}"
-    return None
+    return arch_reason(_device_arch(device), ARCHS, "aiter paged attention kernels need {archs}")
 
 
 # --- which entry ----------------------------------------------------------------

@@ -90,9 +90,10 @@ from typing import Optional
 
 import torch
 
-from ... import fp8, platform
+from ... import fp8
 from ...fp8 import AMAX_FLOOR, fp8_max
 from ..torch.quant import per_token_group_scales_layout
+from . import arch_reason, device_arch as _device_arch
 
 ARCHS = ("gfx942", "gfx950")
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -172,12 +173,6 @@ def per_token_group_quant(x: torch.Tensor, group_size: int, column_major: bool, 
 
 
 # --- guards ---------------------------------------------------------------------
-def _device_arch(device: torch.device) -> Optional[str]:
-    if device.type != "cuda":
-        return None  # no GPU to ask (the platform gate refuses such devices)
-    return platform.device_arch(platform.device_index(device))
-
-
 def kernel_fp8_dtype(arch: str) -> torch.dtype:
     """The FP8 format AITER's quant kernels write on ``arch`` (its host-side ``torch_fp8``)."""
     return fp8.FNUZ if fp8.arch_uses_fnuz(arch) else fp8.FN
@@ -185,10 +180,7 @@ def kernel_fp8_dtype(arch: str) -> torch.dtype:
 
 def arch_unsupported_reason(device: torch.device) -> Optional[str]:
     """AITER's FP8 quant kernels need the FP8 conversions of gfx942 / gfx950."""
-    arch = _device_arch(device)
-    if arch is not None and arch not in ARCHS:
-        return f"aiter FP8 quant kernels need {'/'.join(ARCHS)}, device is {arch}"
-    return None
+    return arch_reason(_device_arch(device), ARCHS, "aiter FP8 quant kernels need {archs}")
 
 
 def _x_reason(x: torch.Tensor, dtype: torch.dtype) -> Optional[str]:

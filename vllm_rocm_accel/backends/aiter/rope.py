@@ -39,7 +39,7 @@ from typing import Optional
 
 import torch
 
-from ... import platform
+from . import arch_reason, device_arch
 
 _DTYPES = (torch.float16, torch.bfloat16)
 ARCHS = ("gfx942", "gfx950")
@@ -127,13 +127,9 @@ MEMO = CosSinMemo()
 
 # --- guards ---------------------------------------------------------------------
 def arch_unsupported_reason(device: torch.device) -> Optional[str]:
-    """The cached-positions rope kernels are built for gfx942 and gfx950 only."""
-    if device.type != "cuda":
-        return None  # the platform gate has already refused
-    arch = platform.device_arch(platform.device_index(device))
-    if arch not in ARCHS:
-        return f"aiter rope_cached_positions kernels need {'/'.join(ARCHS)}, device is {arch}"
-    return None
+    """The cached-positions rope kernels are built for gfx942 and gfx950 only (None off CUDA/HIP:
+    the platform gate has already refused)."""
+    return arch_reason(device_arch(device), ARCHS, "aiter rope_cached_positions kernels need {archs}")
 
 
 def _sbhd(t: torch.Tensor, head_size: int) -> Optional[torch.Tensor]:

@@ -14,39 +14,24 @@ per-(device type, d, dtype) choice is cached so a call does only integer work on
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Optional
 
 import torch
 import triton
 
 from ...kernels.triton import activation as _k
+from . import config_data
+from .config_data import family as _family
 from .fast_launch import FastLauncher
 from .norm import _row_stride  # the row geometry the norm launcher uses, shared
 
-_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "activation.json")
+_config = config_data.loader("activation")  # a module attribute: tests and tuners replace it
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACT_CODES = {"silu": 0, "gelu": 1, "gelu_tanh": 2}  # the kernel's ACT constexpr
 _ACT = FastLauncher(_k.act_and_mul_kernel)
 
 
 # --- launch parameters ------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _config() -> dict:
-    with open(_CONFIG_PATH) as f:
-        return json.load(f)
-
-
-@functools.lru_cache(maxsize=None)
-def _family(device_type: str) -> str:
-    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
-        return "interpret"
-    if device_type == "cuda":
-        return "rocm" if torch.version.hip else "cuda"
-    return device_type
-
-
 def _pow2(name: str, value: int) -> int:
     if value < 1 or value & (value - 1):
         raise ValueError(f"activation.json: {name} must be a power of two, got {value}")
@@ -56,9 +41,7 @@ def _pow2(name: str, value: int) -> int:
 @functools.lru_cache(maxsize=None)
 def launch_params(device_type: str, d: int, dtype: torch.dtype) -> tuple[int, int, int]:
     """(BLOCK_N, rows_per_program, num_warps) for output rows of ``d`` elements."""
-    cfg = _config()
-    family = _family(device_type)
-    fam = cfg.get(family) or cfg.get("interpret" if family == "cpu" else "cuda") or cfg["cuda"]
+    fam = config_data.section(_config(), _family(device_type))
     tables = fam["tables"]
     table = tables.get(str(dtype).removeprefix("torch."), tables["default"])
     entry = next((e for e in table if d <= e["max_d"]), table[-1])

@@ -18,7 +18,6 @@ per device family (``cuda`` / ``rocm`` / ``interpret``).
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Optional
 
@@ -26,10 +25,11 @@ import torch
 import triton
 
 from ...kernels.triton import attention as _k
+from . import config_data
+from .config_data import family as _family
 from .fast_launch import FastLauncher
-from .quant import _family  # the config family of a device type (cuda / rocm / interpret), shared
 
-_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "attention.json")
+_config = config_data.loader("attention")  # a module attribute: tests and tuners replace it
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _PASSES = ("fwd", "bwd_kv", "bwd_q")
 _LOG2E = 1.4426950408889634
@@ -43,15 +43,8 @@ _FILL = FastLauncher(_k.attn_fill_tail_kernel)
 
 
 # --- launch parameters --------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _config() -> dict:
-    with open(_CONFIG_PATH) as f:
-        return json.load(f)
-
-
 def _family_config(family: str) -> dict:
-    cfg = _config()
-    return cfg.get(family) or cfg["cuda"]
+    return config_data.section(_config(), family)
 
 
 def head_bucket(head_dim: int, head_dim_v: int) -> int:

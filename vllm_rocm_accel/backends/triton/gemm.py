@@ -20,8 +20,6 @@ elements per program, and never applied where it would not pay.
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Optional
 
 import torch
@@ -29,10 +27,11 @@ import torch
 from ... import fp8
 from ...checks.gemm import BLOCK
 from ...kernels.triton import gemm as _k
+from . import config_data
+from .config_data import family as _family
 from .fast_launch import FastLauncher
-from .quant import _family  # the config family of a device type (cuda / rocm / interpret), shared
 
-_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "gemm.json")
+_config = config_data.loader("gemm")  # a module attribute: tests and tuners replace it
 _GEMM = FastLauncher(_k.gemm_a8w8_kernel)
 _EPILOGUE = FastLauncher(_k.splitk_epilogue_kernel)
 _BLOCKSCALE = FastLauncher(_k.gemm_a8w8_blockscale_kernel)
@@ -41,15 +40,8 @@ _I32 = 2**31
 _PARAMS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 
 
-@functools.lru_cache(maxsize=1)
-def _config() -> dict:
-    with open(_CONFIG_PATH) as f:
-        return json.load(f)
-
-
 def _section(device_type: str, name: str) -> dict:
-    cfg = _config()
-    return (cfg.get(_family(device_type)) or cfg["cuda"])[name]
+    return config_data.section(_config(), _family(device_type))[name]
 
 
 @functools.lru_cache(maxsize=None)

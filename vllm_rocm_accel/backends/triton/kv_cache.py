@@ -15,26 +15,20 @@ bit encoding through a uint8 view elsewhere, e.g. under the interpreter or e4m3f
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Optional
 
 import torch
 
 from ...checks.kv_cache import CacheWrite
 from ...kernels.triton import kv_cache as _k
+from . import config_data
+from .config_data import family as _family
 from .fast_launch import FastLauncher
-from .quant import _family, format_params
+from .quant import format_params
 
-_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "kv_cache.json")
+_config = config_data.loader("kv_cache")  # a module attribute: tests and tuners replace it
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _WRITE = FastLauncher(_k.reshape_and_cache_flash_kernel)
-
-
-@functools.lru_cache(maxsize=1)
-def _config() -> dict:
-    with open(_CONFIG_PATH) as f:
-        return json.load(f)
 
 
 def _pow2_ceil(n: int) -> int:
@@ -44,8 +38,7 @@ def _pow2_ceil(n: int) -> int:
 @functools.lru_cache(maxsize=None)
 def launch_params(device_type: str, num_heads: int, head_dim: int, head_dim_v: int) -> tuple[int, int, int, int]:
     """(BLOCK_H, BLOCK_D, BLOCK_DV, num_warps) for this head geometry."""
-    cfg = _config()
-    section = cfg.get(_family(device_type)) or cfg["cuda"]
+    section = config_data.section(_config(), _family(device_type))
     block_d, block_dv = _pow2_ceil(head_dim), _pow2_ceil(head_dim_v)
     widest = max(block_d, block_dv)
     block_h = 1

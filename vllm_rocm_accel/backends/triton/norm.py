@@ -15,47 +15,29 @@ work on the host.
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Optional
 
 import torch
 import triton
 
 from ...kernels.triton import norm as _k
-from . import fast_launch
+from . import config_data, fast_launch
+from .config_data import family as _family
 
 try:
     from triton.compiler import CompiledKernel as _CompiledKernel
 except ImportError:  # pragma: no cover - old Triton
     _CompiledKernel = None
 
-_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "norm.json")
+_config = config_data.loader("norm")  # a module attribute: tests and tuners replace it
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # --- launch parameters ------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _config() -> dict:
-    with open(_CONFIG_PATH) as f:
-        return json.load(f)
-
-
-@functools.lru_cache(maxsize=None)
-def _family(device_type: str) -> str:
-    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
-        return "interpret"
-    if device_type == "cuda":
-        return "rocm" if torch.version.hip else "cuda"
-    return device_type
-
-
 @functools.lru_cache(maxsize=None)
 def _launch_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[bool, int, int, int]:
     """(looped, BLOCK_N, rows_per_program, num_warps) for rows of ``n_cols`` elements."""
-    cfg = _config()
-    family = _family(device_type)
-    fam = cfg.get(family) or cfg.get("interpret" if family == "cpu" else "cuda") or cfg["cuda"]
+    fam = config_data.section(_config(), _family(device_type))
     if n_cols > fam["single_pass_max_cols"]:
         return True, int(fam["looped_block"]), 1, int(fam["looped_num_warps"])
     tables = fam["tables"]

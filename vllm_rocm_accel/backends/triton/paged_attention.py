@@ -19,19 +19,18 @@ Launch parameters are data: ``configs/attention.json``'s sibling ``configs/paged
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Optional
 
 import torch
 import triton
 
 from ...kernels.triton import paged_attention as _k
+from . import config_data
 from .attention import _MAX_GRID_YZ, _DTYPES, _block_d, _fill_tail, _interpreting, _prec, head_bucket
+from .config_data import family as _family
 from .fast_launch import FastLauncher
-from .quant import _family
 
-_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "paged_attention.json")
+_config = config_data.loader("paged_attention")  # a module attribute: tests and tuners replace it
 _LOG2E = 1.4426950408889634
 _UNBOUNDED = 1 << 30  # a window no |i + sk - sq - j| reaches (int32 arithmetic stays in range)
 _MAX_GROUP = 128  # BLOCK_M >= group: larger groups would not fit a program's registers
@@ -41,15 +40,8 @@ _COMBINE = FastLauncher(_k.paged_attn_combine_kernel)
 
 
 # --- launch parameters --------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _config() -> dict:
-    with open(_CONFIG_PATH) as f:
-        return json.load(f)
-
-
 def _family_config(device_type: str) -> dict:
-    cfg = _config()
-    return cfg.get(_family(device_type)) or cfg["cuda"]
+    return config_data.section(_config(), _family(device_type))
 
 
 def _pow2(name: str, value: int) -> int:

@@ -24,18 +24,18 @@ Launch parameters are data (``configs/quant.json``), keyed by device family; the
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Optional
 
 import torch
 
 from ...fp8 import AMAX_FLOOR, FNUZ, FP8_DTYPES, fp8_max
 from ...kernels.triton import quant as _k
+from . import config_data
+from .config_data import family as _family
 from .fast_launch import FastLauncher
 from .norm import _row_stride  # the row geometry the norm launcher uses, shared
 
-_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "quant.json")
+_config = config_data.loader("quant")  # a module attribute: tests and tuners replace it
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _AMAX = FastLauncher(_k.amax_scale_kernel)
 _QUANT = FastLauncher(_k.quant_with_scale_kernel)
@@ -50,24 +50,8 @@ _MAX_CHUNKS = 64  # the chunked kernels unroll their chunk loops: bound the code
 
 
 # --- launch parameters ------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _config() -> dict:
-    with open(_CONFIG_PATH) as f:
-        return json.load(f)
-
-
-@functools.lru_cache(maxsize=None)
-def _family(device_type: str) -> str:
-    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
-        return "interpret"
-    if device_type == "cuda":
-        return "rocm" if torch.version.hip else "cuda"
-    return "interpret"
-
-
 def _family_config(device_type: str) -> dict:
-    cfg = _config()
-    return cfg.get(_family(device_type)) or cfg["cuda"]
+    return config_data.section(_config(), _family(device_type))
 
 
 def _table(section: dict, dtype: torch.dtype) -> list:

@@ -14,37 +14,22 @@ choice per (family, tokens, heads, rotary dim) is cached.
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Optional
 
 import torch
 import triton
 
 from ...kernels.triton import rope as _k
+from . import config_data
+from .config_data import family as _family
 from .fast_launch import FastLauncher
 
-_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "configs", "rope.json")
+_config = config_data.loader("rope")  # a module attribute: tests and tuners replace it
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _ROPE = FastLauncher(_k.rope_kernel)
 
 
 # --- launch parameters ------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _config() -> dict:
-    with open(_CONFIG_PATH) as f:
-        return json.load(f)
-
-
-@functools.lru_cache(maxsize=None)
-def _family(device_type: str) -> str:
-    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
-        return "interpret"
-    if device_type == "cuda":
-        return "rocm" if torch.version.hip else "cuda"
-    return "interpret"
-
-
 def _pow2_ceil(n: int) -> int:
     """The smallest power of two >= max(n, 1)."""
     return 1 << max(0, n - 1).bit_length()
@@ -57,8 +42,7 @@ def _prev_pow2(n: int) -> int:
 @functools.lru_cache(maxsize=4096)
 def launch_params(family: str, tokens: int, q_heads: int, k_heads: int, rot_half: int) -> tuple:
     """(BLOCK_T, groups, q_heads_per_program, k_heads_per_program, BLOCK_HQ, BLOCK_HK, BLOCK_R, num_warps)."""
-    cfg = _config()
-    fam = cfg.get(family) or cfg["cuda"]
+    fam = config_data.section(_config(), family)
     tile, max_block_t, min_programs = int(fam["tile_elems"]), int(fam["max_block_t"]), int(fam["min_programs"])
     block_r = triton.next_power_of_2(rot_half)
     per_head = 2 * block_r

@@ -102,6 +102,57 @@ def _block_split(lo, hi, full_lo, full_hi, BLOCK: tl.constexpr):
     return a, f0, f1
 
 
+@triton.jit
+def _alibi_slope2(ALIBI, b64, alibi_sb, h, HAS_ALIBI: tl.constexpr):
+    """Head ``h``'s ALiBi slope of sequence ``b64`` in base 2 (times log2e); 0.0 without ALiBi."""
+    if HAS_ALIBI:
+        slope2 = tl.load(ALIBI + b64 * alibi_sb + h) * LOG2E
+    else:
+        slope2 = 0.0
+    return slope2
+
+
+@triton.jit
+def _query_block_keys(m0, offs_m, sq, sk, diag, win_left, win_right, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The keys the query block [m0, m0 + BLOCK_M) (rows ``offs_m``) sees: (a, f0, f1, hi), its
+    key range [a, hi) split by :func:`_block_split` around the interior blocks that every row
+    sees whole, and (col_lo, col_hi), the key columns [col_lo[i], col_hi[i]) each row sees
+    (rel <= win_left, -rel <= win_right and j < sk)."""
+    m_last = tl.minimum(m0 + BLOCK_M, sq) - 1
+    lo = tl.maximum(m0 + diag - win_left, 0)
+    hi = tl.maximum(tl.minimum(m_last + diag + win_right + 1, sk), lo)
+    full_lo = m0 + BLOCK_M - 1 + diag - win_left
+    full_hi = tl.minimum(m0 + diag + win_right + 1, sk)
+    a, f0, f1 = _block_split(lo, hi, full_lo, full_hi, BLOCK_N)
+    col_lo = offs_m + diag - win_left
+    col_hi = tl.minimum(offs_m + diag + win_right + 1, sk)
+    return a, f0, f1, hi, col_lo, col_hi
+
+
+@triton.jit
+def _key_tile_scores(
+    q, k_base, k_st, n, offs_m, offs_n, offs_d, mask_d, sk, diag, col_lo, col_hi, qk_scale, cap2, slope2,
+    MASKED: tl.constexpr, SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, PAD_D: tl.constexpr, PREC: tl.constexpr,
+):
+    """The key block at ``n`` against the query block ``q`` (rows ``offs_m``): (k, s, t, kmask, row),
+    the key tile, its base-2 scores and tanh values (:func:`_scores`; MASKED: -inf outside
+    [col_lo[i], col_hi[i])), the key bounds mask and ``n`` as int64."""
+    cols = n + offs_n
+    kmask = cols < sk
+    row = tl.cast(n, tl.int64)
+    k = _load_tile(k_base + row * k_st + offs_n[:, None] * k_st + offs_d[None, :], kmask, mask_d, MASKED, PAD_D)
+    qk = tl.dot(q, tl.trans(k), input_precision=PREC)
+    if HAS_ALIBI:
+        rel = offs_m[:, None] + diag - cols[None, :]
+    else:
+        rel = 0  # unused by _scores
+    s, t = _scores(qk, rel, qk_scale, cap2, slope2, SOFTCAP, HAS_ALIBI)
+    if MASKED:
+        vis = (cols[None, :] >= col_lo[:, None]) & (cols[None, :] < col_hi[:, None])
+        s = tl.where(vis, s, float("-inf"))
+    return k, s, t, kmask, row
+
+
 # --- forward ----------------------------------------------------------------------
 @triton.jit
 def _fwd_tiles(
@@ -114,19 +165,9 @@ def _fwd_tiles(
     [col_lo[i], col_hi[i]) (window and key bounds folded into two per-row vectors, so the mask
     is two compares per element and no [BLOCK_M, BLOCK_N] int tensor stays live)."""
     for n in range(start, end, BLOCK_N):
-        cols = n + offs_n
-        kmask = cols < sk
-        row = tl.cast(n, tl.int64)
-        k = _load_tile(k_base + row * k_st + offs_n[:, None] * k_st + offs_d[None, :], kmask, mask_d, MASKED, PAD_D)
-        qk = tl.dot(q, tl.trans(k), input_precision=PREC)
-        if HAS_ALIBI:
-            rel = offs_m[:, None] + diag - cols[None, :]
-        else:
-            rel = 0  # unused by _scores
-        s, t = _scores(qk, rel, qk_scale, cap2, slope2, SOFTCAP, HAS_ALIBI)
+        k, s, t, kmask, row = _key_tile_scores(q, k_base, k_st, n, offs_m, offs_n, offs_d, mask_d, sk, diag, col_lo,
+                                               col_hi, qk_scale, cap2, slope2, MASKED, SOFTCAP, HAS_ALIBI, PAD_D, PREC)
         if MASKED:
-            vis = (cols[None, :] >= col_lo[:, None]) & (cols[None, :] < col_hi[:, None])
-            s = tl.where(vis, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
         else:
@@ -187,21 +228,8 @@ def attn_fwd_kernel(
     k_base = K + b64 * k_sb + k0.to(tl.int64) * k_st + hk.to(tl.int64) * k_sh
     v_base = V + b64 * v_sb + k0.to(tl.int64) * v_st + hk.to(tl.int64) * v_sh
 
-    if HAS_ALIBI:
-        slope2 = tl.load(ALIBI + b64 * alibi_sb + h) * LOG2E
-    else:
-        slope2 = 0.0
-
-    # keys any row of this block sees, and the interior blocks that every row sees whole
-    m_last = tl.minimum(m0 + BLOCK_M, sq) - 1
-    lo = tl.maximum(m0 + diag - win_left, 0)
-    hi = tl.maximum(tl.minimum(m_last + diag + win_right + 1, sk), lo)
-    full_lo = m0 + BLOCK_M - 1 + diag - win_left
-    full_hi = tl.minimum(m0 + diag + win_right + 1, sk)
-    a, f0, f1 = _block_split(lo, hi, full_lo, full_hi, BLOCK_N)
-    # key columns each row sees: rel <= win_left, -rel <= win_right and j < sk
-    col_lo = offs_m + diag - win_left
-    col_hi = tl.minimum(offs_m + diag + win_right + 1, sk)
+    slope2 = _alibi_slope2(ALIBI, b64, alibi_sb, h, HAS_ALIBI)
+    a, f0, f1, hi, col_lo, col_hi = _query_block_keys(m0, offs_m, sq, sk, diag, win_left, win_right, BLOCK_M, BLOCK_N)
 
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -396,10 +424,7 @@ def attn_bwd_dkdv_kernel(
         do_base = DO + b64 * do_sb + q_row0 * do_st + h * do_sh
         lse_base = LSE + b64 * lse_sb + h * lse_sh + q_row0
         delta_base = DELTA + b64 * lse_sb + h * lse_sh + q_row0
-        if HAS_ALIBI:
-            slope2 = tl.load(ALIBI + b64 * alibi_sb + h) * LOG2E
-        else:
-            slope2 = 0.0
+        slope2 = _alibi_slope2(ALIBI, b64, alibi_sb, h, HAS_ALIBI)
         dk, dv = _bwd_kv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, q_st, do_st, offs_m, cols,
                                offs_d, offs_dv, mask_d, mask_dv, a, f0, sq, diag, row_lo, row_hi, qk_scale, cap2, slope2,
                                BLOCK_M, True, SOFTCAP, HAS_ALIBI, PAD_D, PAD_DV, PREC)
@@ -426,19 +451,8 @@ def _bwd_q_tiles(
 ):
     """dq += dS K over the key blocks [start, end); masks as in :func:`_fwd_tiles`."""
     for n in range(start, end, BLOCK_N):
-        cols = n + offs_n
-        kmask = cols < sk
-        row = tl.cast(n, tl.int64)
-        k = _load_tile(k_base + row * k_st + offs_n[:, None] * k_st + offs_d[None, :], kmask, mask_d, MASKED, PAD_D)
-        qk = tl.dot(q, tl.trans(k), input_precision=PREC)
-        if HAS_ALIBI:
-            rel = offs_m[:, None] + diag - cols[None, :]
-        else:
-            rel = 0  # unused by _scores
-        s, t = _scores(qk, rel, qk_scale, cap2, slope2, SOFTCAP, HAS_ALIBI)
-        if MASKED:
-            vis = (cols[None, :] >= col_lo[:, None]) & (cols[None, :] < col_hi[:, None])
-            s = tl.where(vis, s, float("-inf"))
+        k, s, t, kmask, row = _key_tile_scores(q, k_base, k_st, n, offs_m, offs_n, offs_d, mask_d, sk, diag, col_lo,
+                                               col_hi, qk_scale, cap2, slope2, MASKED, SOFTCAP, HAS_ALIBI, PAD_D, PREC)
         p = tl.exp2(s - lse2[:, None])
         if SOFTCAP:
             p = p * (1.0 - t * t)  # dS = P (dP - delta) tanh'(.): t dies before dP is formed
@@ -498,19 +512,8 @@ def attn_bwd_dq_kernel(
     delta = tl.load(DELTA + b64 * lse_sb + h64 * lse_sh + q_row0 + r, mask=mask_m, other=0.0)
     k_base = K + b64 * k_sb + k0.to(tl.int64) * k_st + hk.to(tl.int64) * k_sh
     v_base = V + b64 * v_sb + k0.to(tl.int64) * v_st + hk.to(tl.int64) * v_sh
-    if HAS_ALIBI:
-        slope2 = tl.load(ALIBI + b64 * alibi_sb + h) * LOG2E
-    else:
-        slope2 = 0.0
-
-    m_last = tl.minimum(m0 + BLOCK_M, sq) - 1
-    lo = tl.maximum(m0 + diag - win_left, 0)
-    hi = tl.maximum(tl.minimum(m_last + diag + win_right + 1, sk), lo)
-    full_lo = m0 + BLOCK_M - 1 + diag - win_left
-    full_hi = tl.minimum(m0 + diag + win_right + 1, sk)
-    a, f0, f1 = _block_split(lo, hi, full_lo, full_hi, BLOCK_N)
-    col_lo = offs_m + diag - win_left
-    col_hi = tl.minimum(offs_m + diag + win_right + 1, sk)
+    slope2 = _alibi_slope2(ALIBI, b64, alibi_sb, h, HAS_ALIBI)
+    a, f0, f1, hi, col_lo, col_hi = _query_block_keys(m0, offs_m, sq, sk, diag, win_left, win_right, BLOCK_M, BLOCK_N)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq = _bwd_q_tiles(dq, q, do, lse2, delta, k_base, v_base, k_st, v_st, offs_m, offs_n, offs_d, offs_dv, mask_d, mask_dv,

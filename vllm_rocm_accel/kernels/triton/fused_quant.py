@@ -32,7 +32,8 @@ import triton
 import triton.language as tl
 
 from .activation import _act
-from .quant import _quantize, _quantize_row, _scale
+from .quant import (_chunk, _group_tiles, _load_hinted, _quantize, _quantize_groups, _quantize_row, _row_block,
+                    _row_scales, _scale)
 
 
 @triton.jit
@@ -78,11 +79,7 @@ def rms_norm_quant_rows_kernel(
     of q (and residual), all from registers. RCP_DIV: q divides through the row's reciprocal
     (``quant._div_rcp``, the same bits as the per-element division).
     """
-    pid = tl.program_id(0)
-    if IDX64:
-        rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
-    else:
-        rows = pid * ROWS + tl.arange(0, ROWS)
+    rows = _row_block(tl.program_id(0), ROWS, IDX64)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     row_mask = rows < n_rows
@@ -100,26 +97,10 @@ def rms_norm_quant_rows_kernel(
     else:
         w = s  # unused
     y = _normed(s, rstd[:, None], w, x_ptr, HAS_WEIGHT)  # padding columns are 0 and leave the amax alone
-    scale = _scale(tl.max(tl.abs(y), axis=1), FP8_MAX, AMAX_FLOOR, RCP_SCALE)
-    tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
-    if RCP_DIV:
-        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)
-    else:
-        rcp = scale  # unused
-    q = _quantize_row(y, scale[:, None], rcp[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+    scale, rcp = _row_scales(tl.max(tl.abs(y), axis=1), s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR,
+                             RCP_SCALE, RCP_DIV)
+    q = _quantize_row(y, scale, rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
     tl.store(q_ptr + rows[:, None] * q_row_stride + cols2, q, mask=mask)
-
-
-@triton.jit
-def _load_hinted(ptrs, mask, POLICY: tl.constexpr):
-    """tl.load with L1 eviction policy POLICY: 0 normal, 1 evict_last, 2 evict_first."""
-    if POLICY == 1:
-        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_last")
-    elif POLICY == 2:
-        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
-    else:
-        v = tl.load(ptrs, mask=mask, other=0.0)
-    return v
 
 
 @triton.jit
@@ -169,11 +150,7 @@ def rms_norm_quant_chunked_kernel(
     adds chunk-wise partial sums (as the looped kernel), so rstd may differ from the whole-row
     kernel's in the last bit.
     """
-    pid = tl.program_id(0)
-    if IDX64:
-        rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
-    else:
-        rows = pid * ROWS + tl.arange(0, ROWS)
+    rows = _row_block(tl.program_id(0), ROWS, IDX64)
     row_mask = rows < n_rows
     x_rows = x_ptr + rows[:, None] * x_row_stride
     r_rows = res_ptr + rows[:, None] * res_row_stride
@@ -184,41 +161,25 @@ def rms_norm_quant_chunked_kernel(
 
     acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
     for c in tl.static_range(N_CHUNKS):
-        cols = c * CHUNK + j
-        if EVEN or c < N_CHUNKS - 1:
-            mask = row_mask[:, None]
-        else:
-            mask = row_mask[:, None] & (cols < n_cols)[None, :]
+        cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
         s = _chunk_sum(x_rows, r_rows, cols, mask, HAS_RESIDUAL, KEEP)
         acc += s * s
     rstd = tl.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)[:, None]
 
     amax_acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
     for c in tl.static_range(N_CHUNKS):
-        cols = c * CHUNK + j
-        if EVEN or c < N_CHUNKS - 1:
-            mask = row_mask[:, None]
-        else:
-            mask = row_mask[:, None] & (cols < n_cols)[None, :]
+        cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
         s = _chunk_sum(x_rows, r_rows, cols, mask, HAS_RESIDUAL, KEEP)
         if HAS_WEIGHT:
             w = _load_hinted(w_ptr + cols, cols < n_cols, KEEP)[None, :]
         else:
             w = s  # unused
         amax_acc = tl.maximum(amax_acc, tl.abs(_normed(s, rstd, w, x_ptr, HAS_WEIGHT)))
-    scale = _scale(tl.max(amax_acc, axis=1), FP8_MAX, AMAX_FLOOR, RCP_SCALE)
-    tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
-    if RCP_DIV:
-        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)[:, None]
-    else:
-        rcp = scale[:, None]  # unused
+    scale, rcp = _row_scales(tl.max(amax_acc, axis=1), s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR,
+                             RCP_SCALE, RCP_DIV)
 
     for c in tl.static_range(N_CHUNKS):
-        cols = c * CHUNK + j
-        if EVEN or c < N_CHUNKS - 1:
-            mask = row_mask[:, None]
-        else:
-            mask = row_mask[:, None] & (cols < n_cols)[None, :]
+        cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
         s = _chunk_sum(x_rows, r_rows, cols, mask, HAS_RESIDUAL, DROP)
         if HAS_RESIDUAL:
             tl.store(r_rows + cols[None, :], s.to(res_ptr.dtype.element_ty), mask=mask)
@@ -227,7 +188,7 @@ def rms_norm_quant_chunked_kernel(
         else:
             w = s  # unused
         y = _normed(s, rstd, w, x_ptr, HAS_WEIGHT)
-        q = _quantize_row(y, scale[:, None], rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+        q = _quantize_row(y, scale, rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
         tl.store(q_rows + cols[None, :], q, mask=mask)
 
 
@@ -336,26 +297,12 @@ def silu_mul_group_quant_kernel(
     group's scale at ``s_ptr[token * s_token_stride + group * s_group_stride]`` (row- or
     column-major scales alike).
     """
-    pid = tl.program_id(0)
-    if IDX64:
-        t = pid.to(tl.int64) * TILES + tl.arange(0, TILES).to(tl.int64)
-    else:
-        t = pid * TILES + tl.arange(0, TILES)
-    tile_mask = t < n_tiles
-    tok = t // groups_per_row
-    grp = t - tok * groups_per_row
-    j = tl.arange(0, BLOCK_G)
-    col = (grp * GROUP)[:, None] + j[None, :]
-    if BLOCK_G == GROUP:
-        mask = tile_mask[:, None]
-    else:
-        mask = tile_mask[:, None] & (j < GROUP)[None, :]
+    tok, grp, col, tile_mask, mask = _group_tiles(tl.program_id(0), n_tiles, groups_per_row, GROUP, BLOCK_G, TILES,
+                                                  IDX64)
     gate_ptrs = x_ptr + (tok * x_row_stride)[:, None] + col
     gate = tl.load(gate_ptrs, mask=mask, other=0.0)
     up = tl.load(gate_ptrs + d, mask=mask, other=0.0)
     a = _act(gate.to(tl.float32), 0).to(gate.dtype)  # ACT 0: silu, as the activation kernel
     y = (a.to(tl.float32) * up.to(tl.float32)).to(gate.dtype).to(tl.float32)
-    scale = _scale(tl.max(tl.abs(y), axis=1), FP8_MAX, AMAX_FLOOR, RCP_SCALE)
-    tl.store(s_ptr + tok * s_token_stride + grp * s_group_stride, scale, mask=tile_mask)
-    q = _quantize(y, scale[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ)
-    tl.store(q_ptr + (tok * q_row_stride)[:, None] + col, q, mask=mask)
+    _quantize_groups(y, q_ptr, q_row_stride, s_ptr, s_token_stride, s_group_stride, tok, grp, col, tile_mask, mask,
+                     FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ)

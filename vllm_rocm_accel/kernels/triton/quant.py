@@ -116,6 +116,87 @@ def _quantize_row(xf, scale, rcp, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl.const
     return _encode(v, q_ptr, FP8_MAX, SW_FP8, FNUZ)
 
 
+@triton.jit
+def _row_block(pid, ROWS: tl.constexpr, IDX64: tl.constexpr):
+    """Rows (or tiles) [pid * ROWS, (pid + 1) * ROWS) of program ``pid``, int64 when IDX64."""
+    if IDX64:
+        rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+    else:
+        rows = pid * ROWS + tl.arange(0, ROWS)
+    return rows
+
+
+@triton.jit
+def _chunk(c: tl.constexpr, j, row_mask, n_cols, CHUNK: tl.constexpr, N_CHUNKS: tl.constexpr, EVEN: tl.constexpr):
+    """(cols, mask) of chunk ``c`` (``j = arange(0, CHUNK)``) of a [ROWS, N_CHUNKS * CHUNK] block:
+    only the last chunk masks columns, none when EVEN (CHUNK divides n_cols)."""
+    cols = c * CHUNK + j
+    if EVEN or c < N_CHUNKS - 1:
+        mask = row_mask[:, None]
+    else:
+        mask = row_mask[:, None] & (cols < n_cols)[None, :]
+    return cols, mask
+
+
+@triton.jit
+def _load_hinted(ptrs, mask, POLICY: tl.constexpr):
+    """tl.load with L1 eviction policy POLICY: 0 normal, 1 evict_last, 2 evict_first."""
+    if POLICY == 1:
+        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_last")
+    elif POLICY == 2:
+        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
+    else:
+        v = tl.load(ptrs, mask=mask, other=0.0)
+    return v
+
+
+@triton.jit
+def _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS: tl.constexpr, FP8_MAX: tl.constexpr,
+                AMAX_FLOOR: tl.constexpr, RCP_SCALE: tl.constexpr, RCP_DIV: tl.constexpr):
+    """The scales of ``rows`` from their float32 ``amax``, stored at ``s_ptr[row * s_stride]``, as
+    (scale, rcp) columns [ROWS, 1] for :func:`_quantize_row` (``rcp = div_rn(1, scale)`` when
+    RCP_DIV, else unused)."""
+    scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
+    tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
+    if RCP_DIV:
+        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)
+    else:
+        rcp = scale  # unused
+    return scale[:, None], rcp[:, None]
+
+
+@triton.jit
+def _group_tiles(pid, n_tiles, groups_per_row, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, TILES: tl.constexpr,
+                 IDX64: tl.constexpr):
+    """Program ``pid``'s TILES consecutive (token, group) tiles as a [TILES, BLOCK_G] block: tile t
+    is token t // groups_per_row, group t % groups_per_row. Returns (tok, grp, col, tile_mask,
+    mask): the tiles' tokens and groups, the block's x/q columns and masks (columns past GROUP
+    masked)."""
+    t = _row_block(pid, TILES, IDX64)
+    tile_mask = t < n_tiles
+    tok = t // groups_per_row
+    grp = t - tok * groups_per_row
+    j = tl.arange(0, BLOCK_G)
+    col = (grp * GROUP)[:, None] + j[None, :]
+    if BLOCK_G == GROUP:
+        mask = tile_mask[:, None]
+    else:
+        mask = tile_mask[:, None] & (j < GROUP)[None, :]
+    return tok, grp, col, tile_mask, mask
+
+
+@triton.jit
+def _quantize_groups(y, q_ptr, q_row_stride, s_ptr, s_token_stride, s_group_stride, tok, grp, col, tile_mask, mask,
+                     FP8_MAX: tl.constexpr, AMAX_FLOOR: tl.constexpr, RCP_SCALE: tl.constexpr, SW_FP8: tl.constexpr,
+                     FNUZ: tl.constexpr):
+    """Each tile's scale (of its row of float32 ``y``) to ``s_ptr[tok * s_token_stride + grp *
+    s_group_stride]`` and its q to ``q_ptr + tok * q_row_stride + col`` (tiles of :func:`_group_tiles`)."""
+    scale = _scale(tl.max(tl.abs(y), axis=1), FP8_MAX, AMAX_FLOOR, RCP_SCALE)
+    tl.store(s_ptr + tok * s_token_stride + grp * s_group_stride, scale, mask=tile_mask)
+    q = _quantize(y, scale[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    tl.store(q_ptr + (tok * q_row_stride)[:, None] + col, q, mask=mask)
+
+
 # --- per tensor -------------------------------------------------------------------------------
 @triton.jit
 def amax_scale_kernel(
@@ -146,10 +227,7 @@ def amax_scale_kernel(
     for t in range(pid, n_tiles, n_progs):
         rb = t // n_col_blocks
         cb = t - rb * n_col_blocks
-        if IDX64:
-            rows = rb.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
-        else:
-            rows = rb * ROWS + tl.arange(0, ROWS)
+        rows = _row_block(rb, ROWS, IDX64)
         cols = cb * BLOCK_N + tl.arange(0, BLOCK_N)
         mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
         x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0)
@@ -188,10 +266,7 @@ def quant_with_scale_kernel(
     if WRITE_SCALE:
         if pid == 0:
             tl.store(scale_out_ptr, scale)
-    if IDX64:
-        rows = pid_r.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
-    else:
-        rows = pid_r * ROWS + tl.arange(0, ROWS)
+    rows = _row_block(pid_r, ROWS, IDX64)
     cols = pid_c * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0)
@@ -227,11 +302,7 @@ def per_token_quant_kernel(
     Row amax (capped by ``*ub_ptr`` when HAS_UB) -> scale ``s_ptr[row * s_stride]`` -> q
     (RCP_DIV: dividing through the row's reciprocal, :func:`_div_rcp`).
     """
-    pid = tl.program_id(0)
-    if IDX64:
-        rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
-    else:
-        rows = pid * ROWS + tl.arange(0, ROWS)
+    rows = _row_block(tl.program_id(0), ROWS, IDX64)
     cols = tl.arange(0, BLOCK_N)
     row_mask = rows < n_rows
     mask = row_mask[:, None] & (cols < n_cols)[None, :]
@@ -239,13 +310,8 @@ def per_token_quant_kernel(
     amax = tl.max(tl.abs(x), axis=1)
     if HAS_UB:
         amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
-    scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
-    tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
-    if RCP_DIV:
-        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)
-    else:
-        rcp = scale  # unused
-    q = _quantize_row(x, scale[:, None], rcp[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+    scale, rcp = _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR, RCP_SCALE, RCP_DIV)
+    q = _quantize_row(x, scale, rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
     tl.store(q_ptr + rows[:, None] * q_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -282,47 +348,26 @@ def per_token_quant_chunked_kernel(
     quantize pass loads the chunks again: the program's own rows, just read, from L1 / L2
     (HINTS: the first loads ask L1 to keep the lines, the second to drop them).
     """
-    pid = tl.program_id(0)
-    if IDX64:
-        rows = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
-    else:
-        rows = pid * ROWS + tl.arange(0, ROWS)
+    rows = _row_block(tl.program_id(0), ROWS, IDX64)
     row_mask = rows < n_rows
     x_rows = x_ptr + rows[:, None] * x_row_stride
     q_rows = q_ptr + rows[:, None] * q_row_stride
     j = tl.arange(0, CHUNK)
+    KEEP: tl.constexpr = 1 if HINTS else 0  # _load_hinted policies
+    DROP: tl.constexpr = 2 if HINTS else 0
     acc = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
     for c in tl.static_range(N_CHUNKS):
-        cols = c * CHUNK + j
-        if EVEN or c < N_CHUNKS - 1:
-            mask = row_mask[:, None]
-        else:
-            mask = row_mask[:, None] & (cols < n_cols)[None, :]
-        if HINTS:
-            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0, eviction_policy="evict_last")
-        else:
-            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0)
+        cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+        x = _load_hinted(x_rows + cols[None, :], mask, KEEP)
         acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
     amax = tl.max(acc, axis=1)
     if HAS_UB:
         amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
-    scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
-    tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
-    if RCP_DIV:
-        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)
-    else:
-        rcp = scale  # unused
+    scale, rcp = _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR, RCP_SCALE, RCP_DIV)
     for c in tl.static_range(N_CHUNKS):
-        cols = c * CHUNK + j
-        if EVEN or c < N_CHUNKS - 1:
-            mask = row_mask[:, None]
-        else:
-            mask = row_mask[:, None] & (cols < n_cols)[None, :]
-        if HINTS:
-            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0, eviction_policy="evict_first")
-        else:
-            x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0)
-        q = _quantize_row(x.to(tl.float32), scale[:, None], rcp[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+        cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+        x = _load_hinted(x_rows + cols[None, :], mask, DROP)
+        q = _quantize_row(x.to(tl.float32), scale, rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
         tl.store(q_rows + cols[None, :], q, mask=mask)
 
 
@@ -397,22 +442,8 @@ def per_token_group_quant_kernel(
     to ``s_ptr[token * s_token_stride + group * s_group_stride]``: row-major scales
     (groups_per_row, 1) and column-major ones (1, n_tokens) alike.
     """
-    pid = tl.program_id(0)
-    if IDX64:
-        t = pid.to(tl.int64) * TILES + tl.arange(0, TILES).to(tl.int64)
-    else:
-        t = pid * TILES + tl.arange(0, TILES)
-    tile_mask = t < n_tiles
-    tok = t // groups_per_row
-    grp = t - tok * groups_per_row
-    j = tl.arange(0, BLOCK_G)
-    col = (grp * GROUP)[:, None] + j[None, :]
-    if BLOCK_G == GROUP:
-        mask = tile_mask[:, None]
-    else:
-        mask = tile_mask[:, None] & (j < GROUP)[None, :]
+    tok, grp, col, tile_mask, mask = _group_tiles(tl.program_id(0), n_tiles, groups_per_row, GROUP, BLOCK_G, TILES,
+                                                  IDX64)
     x = tl.load(x_ptr + (tok * x_row_stride)[:, None] + col, mask=mask, other=0.0).to(tl.float32)
-    scale = _scale(tl.max(tl.abs(x), axis=1), FP8_MAX, AMAX_FLOOR, RCP_SCALE)
-    tl.store(s_ptr + tok * s_token_stride + grp * s_group_stride, scale, mask=tile_mask)
-    q = _quantize(x, scale[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ)
-    tl.store(q_ptr + (tok * q_row_stride)[:, None] + col, q, mask=mask)
+    _quantize_groups(x, q_ptr, q_row_stride, s_ptr, s_token_stride, s_group_stride, tok, grp, col, tile_mask, mask,
+                     FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ)

@@ -1,0 +1,45 @@
+"""Launch configs as data, shared by the Triton launchers.
+
+Each launcher's parameters live in ``configs/<name>.json``: one section per device family
+(``cuda``, ``rocm``, ``interpret``). A launcher keeps its own cached loader (``_config =
+loader("<name>")``) so that tests and tuners can replace or clear it per module, and picks its
+section with :func:`section` of :func:`family`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Callable
+
+import torch
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+def loader(name: str) -> Callable[[], dict]:
+    """A cached reader of ``configs/<name>.json`` (``cache_clear()`` makes it read the file again)."""
+    path = os.path.join(CONFIG_DIR, f"{name}.json")
+
+    @functools.lru_cache(maxsize=1)
+    def config() -> dict:
+        with open(path) as f:
+            return json.load(f)
+
+    return config
+
+
+@functools.lru_cache(maxsize=None)
+def family(device_type: str) -> str:
+    """The config family of a device type: ``interpret`` under TRITON_INTERPRET or off CUDA (the
+    interpreter is Triton's only target there), else ``rocm`` on a HIP build, ``cuda`` otherwise."""
+    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
+        return "interpret"
+    if device_type == "cuda":
+        return "rocm" if torch.version.hip else "cuda"
+    return "interpret"
+
+
+def section(cfg: dict, family_name: str) -> dict:
+    """The family's section of a loaded config, the ``cuda`` one where the family has none."""
+    return cfg.get(family_name) or cfg["cuda"]
