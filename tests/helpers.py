@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 
@@ -34,6 +37,26 @@ def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: flo
         f"actual nan={int(torch.isnan(a).sum())} inf={int(torch.isinf(a).sum())}, "
         f"expected nan={int(torch.isnan(e).sum())} inf={int(torch.isinf(e).sum())}"
     )
+
+
+def interpreter_only():
+    """The ``pytestmark`` of a module that runs Triton kernels on CPU tensors: skip unless
+    ``TRITON_INTERPRET=1`` (read when the module calls this, after setting its default)."""
+    return pytest.mark.skipif(
+        os.environ.get("TRITON_INTERPRET") != "1", reason="runs the Triton kernels on CPU tensors under TRITON_INTERPRET=1"
+    )
+
+
+def poison_torch_empty(monkeypatch, module, names=("empty",)) -> None:
+    """For the test, ``module.torch.<name>`` for each of ``names`` (``empty``, ``empty_like``) returns
+    NaN-filled (float) or -7-filled (integer) tensors, so an output or workspace element the code
+    under test leaves unwritten, or reads before writing, fails."""
+    def poison(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-7)
+
+    for name in names:
+        real = getattr(module.torch, name)
+        monkeypatch.setattr(module.torch, name, lambda *a, _real=real, **kw: poison(_real(*a, **kw)))
 
 
 def round_bf16_like_gpu_in_interpreter(monkeypatch) -> None:

@@ -11,6 +11,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 from . import model
 
@@ -36,3 +37,40 @@ def fake_aiter(monkeypatch):
     monkeypatch.setitem(sys.modules, "aiter", build_fake_aiter())
     yield sys.modules["aiter"]
     model.CALLS.clear()
+
+
+def arch_setter(monkeypatch, fake_aiter, adapter):
+    """For an ``on_arch`` fixture: ``apply(arch="gfx942")`` makes ``adapter`` (its ``_device_arch``) and
+    the attention models (``model_attention.GFX``) see that gfx9 device, tensors staying on the CPU,
+    and returns ``fake_aiter``. Applied once with gfx942 before it is returned."""
+    from . import model_attention
+
+    def apply(arch="gfx942"):
+        monkeypatch.setattr(adapter, "_device_arch", lambda device: arch)
+        monkeypatch.setitem(model_attention.GFX, "name", arch)
+        return fake_aiter
+
+    apply()
+    return apply
+
+
+def assert_gfx9_arch_guard(monkeypatch, adapter) -> None:
+    """``adapter.arch_unsupported_reason`` accepts gfx90a/gfx942/gfx950, names them when it refuses
+    gfx1100, and does not guard CPU tensors (the device's arch comes from a faked ``platform``)."""
+    from vllm_rocm_accel import platform
+
+    arch = {"name": "gfx942"}
+    monkeypatch.setattr(platform, "device_arch", lambda index=0: arch["name"])
+    monkeypatch.setattr(platform, "device_index", lambda device: 0)
+    dev = torch.device("cuda", 0)
+    for name in ("gfx90a", "gfx942", "gfx950"):
+        arch["name"] = name
+        assert adapter.arch_unsupported_reason(dev) is None
+    arch["name"] = "gfx1100"
+    assert "gfx90a/gfx942/gfx950" in adapter.arch_unsupported_reason(dev)
+    assert adapter.arch_unsupported_reason(torch.device("cpu")) is None
+
+
+def call_names() -> list[str]:
+    """The names of the aiter functions the models were called through, in order."""
+    return [c.name for c in model.CALLS]

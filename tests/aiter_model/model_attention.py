@@ -131,6 +131,15 @@ def _check_v3_fwd(fn, q, v, causal, left, right, alibi, how):
     _require(how in (0, 1, 2), fn, f"how_v3_bf16_cvt must be 0, 1 or 2, got {how!r}")
 
 
+def _record_call(fn, params):
+    """Log the call (``params``: the entry point's ``locals()``) with every argument but the generator and
+    the padded cu_seqlens."""
+    _record(fn, **{k: v for k, v in params.items() if k not in _NOT_RECORDED})
+
+
+_NOT_RECORDED = ("fn", "gen", "cu_seqlens_q_padded", "cu_seqlens_k_padded")
+
+
 # --- numerics ---------------------------------------------------------------------
 def _visible(sq, sk, left, right, device):
     i = torch.arange(sq, device=device)[:, None]
@@ -256,10 +265,7 @@ def mha_fwd(
     gen: Optional[Generator] = None,
 ):
     fn = "mha_fwd"
-    _record(fn, q=q, k=k, v=v, dropout_p=dropout_p, softmax_scale=softmax_scale, is_causal=is_causal,
-            window_size_left=window_size_left, window_size_right=window_size_right,
-            return_softmax_lse=return_softmax_lse, return_dropout_randval=return_dropout_randval,
-            cu_seqlens_q=cu_seqlens_q, cu_seqlens_kv=cu_seqlens_kv, out=out, bias=bias, alibi_slopes=alibi_slopes)
+    _record_call(fn, locals())
     _unmodelled(dropout_p, return_dropout_randval, bias, padded=(cu_seqlens_q, cu_seqlens_kv))
     return _dense_fwd(fn, q, k, v, softmax_scale, is_causal, window_size_left, window_size_right,
                       return_softmax_lse, out, alibi_slopes, v3=False)
@@ -283,10 +289,7 @@ def fmha_v3_fwd(
     gen: Optional[Generator] = None,
 ):
     fn = "fmha_v3_fwd"
-    _record(fn, q=q, k=k, v=v, dropout_p=dropout_p, softmax_scale=softmax_scale, is_causal=is_causal,
-            window_size_left=window_size_left, window_size_right=window_size_right,
-            return_softmax_lse=return_softmax_lse, return_dropout_randval=return_dropout_randval,
-            how_v3_bf16_cvt=how_v3_bf16_cvt, out=out, bias=bias, alibi_slopes=alibi_slopes)
+    _record_call(fn, locals())
     _unmodelled(dropout_p, return_dropout_randval, bias)
     return _dense_fwd(fn, q, k, v, softmax_scale, is_causal, window_size_left, window_size_right,
                       return_softmax_lse, out, alibi_slopes, v3=True, how=how_v3_bf16_cvt)
@@ -360,12 +363,7 @@ def mha_varlen_fwd(
     cu_seqlens_k_padded: Optional[torch.Tensor] = None,
 ):
     fn = "mha_varlen_fwd"
-    _record(fn, q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
-            max_seqlen_k=max_seqlen_k, min_seqlen_q=min_seqlen_q, dropout_p=dropout_p, softmax_scale=softmax_scale,
-            logits_soft_cap=logits_soft_cap, zero_tensors=zero_tensors, is_causal=is_causal,
-            window_size_left=window_size_left, window_size_right=window_size_right,
-            return_softmax_lse=return_softmax_lse, return_dropout_randval=return_dropout_randval, out=out,
-            block_table=block_table, bias=bias, alibi_slopes=alibi_slopes)
+    _record_call(fn, locals())
     _unmodelled(dropout_p, return_dropout_randval, bias, block_table, (cu_seqlens_q_padded, cu_seqlens_k_padded),
                 logits_soft_cap, min_seqlen_q)
     return _varlen_fwd(fn, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
@@ -399,12 +397,7 @@ def fmha_v3_varlen_fwd(
     gen: Optional[torch.Generator] = None,
 ):
     fn = "fmha_v3_varlen_fwd"
-    _record(fn, q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
-            max_seqlen_k=max_seqlen_k, min_seqlen_q=min_seqlen_q, dropout_p=dropout_p, softmax_scale=softmax_scale,
-            logits_soft_cap=logits_soft_cap, zero_tensors=zero_tensors, is_causal=is_causal,
-            window_size_left=window_size_left, window_size_right=window_size_right,
-            return_softmax_lse=return_softmax_lse, return_dropout_randval=return_dropout_randval,
-            how_v3_bf16_cvt=how_v3_bf16_cvt, out=out, block_table=block_table, bias=bias, alibi_slopes=alibi_slopes)
+    _record_call(fn, locals())
     _unmodelled(dropout_p, return_dropout_randval, bias, block_table, (), logits_soft_cap, min_seqlen_q)
     return _varlen_fwd(fn, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
                        zero_tensors, is_causal, window_size_left, window_size_right, return_softmax_lse, out,
@@ -505,10 +498,7 @@ def mha_bwd(
     gen: Optional[Generator] = None,
 ):
     fn = "mha_bwd"
-    _record(fn, dout=dout, q=q, k=k, v=v, out=out, softmax_lse=softmax_lse, dropout_p=dropout_p,
-            softmax_scale=softmax_scale, is_causal=is_causal, window_size_left=window_size_left,
-            window_size_right=window_size_right, deterministic=deterministic, dq=dq, dk=dk, dv=dv, dbias=dbias,
-            bias=bias, alibi_slopes=alibi_slopes, rng_state=rng_state)
+    _record_call(fn, locals())
     _unmodelled(dropout_p, bias=bias if bias is not None else dbias)
     return _dense_bwd(fn, dout, q, k, v, out, softmax_lse, softmax_scale, is_causal, window_size_left,
                       window_size_right, dq, dk, dv, alibi_slopes, rng_state, v3=False)
@@ -537,10 +527,7 @@ def fmha_v3_bwd(
     gen: Optional[Generator] = None,
 ):
     fn = "fmha_v3_bwd"
-    _record(fn, dout=dout, q=q, k=k, v=v, out=out, softmax_lse=softmax_lse, dropout_p=dropout_p,
-            softmax_scale=softmax_scale, is_causal=is_causal, window_size_left=window_size_left,
-            window_size_right=window_size_right, deterministic=deterministic, is_v3_atomic_fp32=is_v3_atomic_fp32,
-            how_v3_bf16_cvt=how_v3_bf16_cvt, dq=dq, dk=dk, dv=dv, alibi_slopes=alibi_slopes, rng_state=rng_state)
+    _record_call(fn, locals())
     _unmodelled(dropout_p)
     return _dense_bwd(fn, dout, q, k, v, out, softmax_lse, softmax_scale, is_causal, window_size_left,
                       window_size_right, dq, dk, dv, alibi_slopes, rng_state, v3=True,
@@ -607,11 +594,7 @@ def mha_varlen_bwd(
     cu_seqlens_k_padded: Optional[Tensor] = None,
 ):
     fn = "mha_varlen_bwd"
-    _record(fn, dout=dout, q=q, k=k, v=v, out=out, softmax_lse=softmax_lse, cu_seqlens_q=cu_seqlens_q,
-            cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p,
-            softmax_scale=softmax_scale, zero_tensors=zero_tensors, is_causal=is_causal,
-            window_size_left=window_size_left, window_size_right=window_size_right, deterministic=deterministic,
-            dq=dq, dk=dk, dv=dv, alibi_slopes=alibi_slopes, rng_state=rng_state)
+    _record_call(fn, locals())
     _unmodelled(dropout_p, padded=(cu_seqlens_q_padded, cu_seqlens_k_padded))
     return _varlen_bwd(fn, dout, q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                        softmax_scale, zero_tensors, is_causal, window_size_left, window_size_right, dq, dk, dv,
@@ -648,12 +631,7 @@ def fmha_v3_varlen_bwd(
     cu_seqlens_k_padded: Optional[Tensor] = None,
 ):
     fn = "fmha_v3_varlen_bwd"
-    _record(fn, dout=dout, q=q, k=k, v=v, out=out, softmax_lse=softmax_lse, cu_seqlens_q=cu_seqlens_q,
-            cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p,
-            softmax_scale=softmax_scale, zero_tensors=zero_tensors, is_causal=is_causal,
-            window_size_left=window_size_left, window_size_right=window_size_right, deterministic=deterministic,
-            is_v3_atomic_fp32=is_v3_atomic_fp32, how_v3_bf16_cvt=how_v3_bf16_cvt, dq=dq, dk=dk, dv=dv,
-            alibi_slopes=alibi_slopes, rng_state=rng_state)
+    _record_call(fn, locals())
     _unmodelled(dropout_p, padded=(cu_seqlens_q_padded, cu_seqlens_k_padded))
     _require(is_v3_atomic_fp32, fn, "the group-mode v3 backward kernels are a32 only (is_v3_atomic_fp32=True)")
     return _varlen_bwd(fn, dout, q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,

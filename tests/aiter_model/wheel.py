@@ -12,7 +12,9 @@ Importing AMD's aiter starts JIT builds and needs ROCm, so the adapters in
   names) binds to that signature;
 * :func:`scan_adapter_source` / :func:`check_adapter_module` find every
   ``_aiter().NAME(...)`` call in an adapter module and check each one, so an
-  adapter change is checked without a hand-written list of calls.
+  adapter change is checked without a hand-written list of calls;
+* :func:`wheel_member` reads one file of the wheel outside ``aiter/`` (the
+  C++/HIP/CK sources the kernel-fact tests quote).
 
 A missing wheel is an error, not a skip: CI has registry access, and a check
 that silently stops running checks nothing.
@@ -26,6 +28,7 @@ import functools
 import hashlib
 import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -211,6 +214,34 @@ def _unpack(wheel: Path, cache: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest / "aiter"
+
+
+@functools.lru_cache(maxsize=None)
+def wheel_member(member: str) -> str:
+    """The text of one file of the pinned wheel, e.g. ``aiter_meta/csrc/...`` (the C++, HIP and CK
+    sources ship in it, outside the unpacked ``aiter/**/*.py``).
+
+    Skips the calling test where only an unpacked ``aiter/`` tree is here (no ``.whl``); fails on a
+    wheel that is not the pinned one.
+    """
+    import pytest  # only the kernel-source tests call this
+
+    aiter_source_root()  # downloads the wheel into the cache if needed
+    candidates = [CACHE_DIR / WHEEL_FILENAME]
+    if os.environ.get(WHEEL_DIR_ENV):
+        candidates.insert(0, Path(os.environ[WHEEL_DIR_ENV]).expanduser() / WHEEL_FILENAME)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        pytest.skip(f"the kernel-source checks read {WHEEL_FILENAME}; only an unpacked aiter/ tree is here")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == WHEEL_SHA256, f"{path} is not the pinned wheel (sha256 {digest})"
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(member).decode()
+
+
+def squash(text: str) -> str:
+    """``text`` with every run of white space made one space (to match source across line breaks)."""
+    return re.sub(r"\s+", " ", text)
 
 
 # --------------------------------------------------------------------------
@@ -696,6 +727,32 @@ def adapter_module_path(module: str) -> Path:
 def scan_adapter_module(module: str) -> AdapterScan:
     path = adapter_module_path(module)
     return scan_adapter_source(path.read_text(encoding="utf-8"), path.relative_to(REPO_ROOT).as_posix())
+
+
+def adapter_call_bindings(module: str) -> list[tuple[str, dict[str, str]]]:
+    """Each ``_aiter().NAME(...)`` call in ``module`` (in ``ast.walk`` order): ``(NAME, {parameter:
+    argument source text})``, bound to the wheel's signature, so a test can say which argument
+    lands on which parameter."""
+    tree = ast.parse(adapter_module_path(module).read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "id", None) == ACCESSOR):
+            sig = resolve_public_function(node.func.attr).inspect_signature()
+            bound = sig.bind(*[ast.unparse(a) for a in node.args], **{kw.arg: ast.unparse(kw.value) for kw in node.keywords})
+            found.append((node.func.attr, dict(bound.arguments)))
+    return found
+
+
+def assert_adapter_bindings(module: str, expected: dict[str, dict[str, str]]) -> None:
+    """Each aiter call in ``module`` puts ``expected[NAME][parameter]`` (argument source text) on each
+    parameter listed for its NAME, and the NAMEs called are exactly ``expected``'s."""
+    seen = set()
+    for name, args in adapter_call_bindings(module):
+        seen.add(name)
+        for param, src in expected[name].items():
+            assert args.get(param) == src, f"aiter.{name}: {param} gets {args.get(param)!r}, expected {src!r}"
+    assert seen == set(expected)
 
 
 def discover_aiter_adapter_modules() -> list[str]:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 import math
@@ -21,8 +20,8 @@ import pytest
 import torch
 
 from aiter_model import model, model_attention, wheel
+from aiter_model.fixtures import arch_setter, assert_gfx9_arch_guard, call_names
 from helpers import assert_close_verbose
-from vllm_rocm_accel import platform
 from vllm_rocm_accel.backends.aiter import attention as aa
 from vllm_rocm_accel.checks.attention import check_dense, check_varlen
 
@@ -101,18 +100,7 @@ def _tol(dtype, ref, factor):
 @pytest.fixture
 def on_arch(monkeypatch, fake_aiter):
     """The adapter and the model see a gfx9 device (tensors stay on the CPU)."""
-
-    def apply(arch="gfx942"):
-        monkeypatch.setattr(aa, "_device_arch", lambda device: arch)
-        monkeypatch.setitem(model_attention.GFX, "name", arch)
-        return fake_aiter
-
-    apply()
-    return apply
-
-
-def _calls():
-    return [c.name for c in model.CALLS]
+    return arch_setter(monkeypatch, fake_aiter, aa)
 
 
 # ----------------------------------------------------------------------------
@@ -123,20 +111,6 @@ def test_model_signatures_match_wheel():
         sig = wheel.resolve_public_function(name)
         assert sig.relpath == "aiter/ops/mha.py", (name, sig.where)
         assert wheel.signature_mismatches(getattr(model_attention, name), sig) == [], name
-
-
-def _adapter_bindings():
-    """For each aiter call in the adapter: {parameter: argument source text}, bound to the wheel."""
-    path = wheel.adapter_module_path(MODULE)
-    tree = ast.parse(path.read_text())
-    found = []
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "id", None) == "_aiter"):
-            sig = wheel.resolve_public_function(node.func.attr).inspect_signature()
-            bound = sig.bind(*[ast.unparse(a) for a in node.args], **{kw.arg: ast.unparse(kw.value) for kw in node.keywords})
-            found.append((node.func.attr, dict(bound.arguments)))
-    return found
 
 
 def test_adapter_calls_bind_to_the_wheel_on_the_intended_parameters():
@@ -164,12 +138,7 @@ def test_adapter_calls_bind_to_the_wheel_on_the_intended_parameters():
         "fmha_v3_varlen_bwd": {**common_bwd, **varlen, "zero_tensors": "True", "is_v3_atomic_fp32": "True",
                                "how_v3_bf16_cvt": "cvt"},
     }
-    seen = set()
-    for name, args in _adapter_bindings():
-        seen.add(name)
-        for param, src in expected[name].items():
-            assert args.get(param) == src, f"aiter.{name}: {param} gets {args.get(param)!r}, expected {src!r}"
-    assert seen == set(expected)
+    wheel.assert_adapter_bindings(MODULE, expected)
 
 
 def test_adapter_exports_only_the_contract():
@@ -241,7 +210,7 @@ def test_dense_forward_backward(on_arch, seed, case):
     p = check_dense(q, k, v, None, causal, window, 0.0, alibi, 0.0)
     assert aa.supports_args(q, k, v, None, None, alibi, p) is None
     out, lse = aa.forward(q, k, v, None, None, alibi, p, True)
-    assert _calls() == [fwd_name]
+    assert call_names() == [fwd_name]
     assert out.shape == p.out_shape() and out.dtype == dtype and out.is_contiguous()
     assert lse.shape == p.lse_shape() and lse.dtype == torch.float32 and lse.is_contiguous()
     out_only, none = aa.forward(q, k, v, None, None, alibi, p, False)
@@ -254,7 +223,7 @@ def test_dense_forward_backward(on_arch, seed, case):
     assert_close_verbose(lse, r_lse, 1e-4, 1e-5, msg="lse")
     model.CALLS.clear()
     dq, dk, dvv = aa.backward(dout, q, k, v, out, lse, None, None, alibi, p)
-    assert _calls() == [bwd_name]
+    assert call_names() == [bwd_name]
     for name, got, ref, t in (("dq", dq, r_dq, q), ("dk", dk, r_dk, k), ("dv", dvv, r_dv, v)):
         assert got.shape == t.shape and got.dtype == dtype and got.is_contiguous()
         assert_close_verbose(got, ref, *_tol(dtype, ref, 8), msg=name)
@@ -293,7 +262,7 @@ def test_varlen_forward_backward(on_arch, seed, case):
     p = check_varlen(q, k, v, cu_q, cu_k, max(lq), max(lk), None, causal, window, 0.0, alibi, 0.0)
     assert aa.supports_args(q, k, v, cu_q, cu_k, alibi, p) is None
     out, lse = aa.forward(q, k, v, cu_q, cu_k, alibi, p, True)
-    assert _calls() == [fwd_name]
+    assert call_names() == [fwd_name]
     assert out.shape == p.out_shape() and lse.shape == p.lse_shape() and lse.is_contiguous()
     dout = torch.randn(out.shape, dtype=dtype)
     r_out, r_lse, r_dq, r_dk, r_dv = _grads(ref_varlen, q, k, v, dout, cu_q, cu_k, p.softmax_scale, causal, window, alibi)
@@ -301,7 +270,7 @@ def test_varlen_forward_backward(on_arch, seed, case):
     assert_close_verbose(lse, r_lse, 1e-4, 1e-5, msg="lse")
     model.CALLS.clear()
     dq, dk, dvv = aa.backward(dout, q, k, v, out, lse, cu_q, cu_k, alibi, p)
-    assert _calls() == [bwd_name]
+    assert call_names() == [bwd_name]
     for name, got, ref in (("dq", dq, r_dq), ("dk", dk, r_dk), ("dv", dvv, r_dv)):
         assert_close_verbose(got, ref, *_tol(dtype, ref, 8), msg=name)
     assert model.CALLS[0].args["zero_tensors"] is True
@@ -318,7 +287,7 @@ def test_v3_forward_window_normalized_with_seqlen_k(on_arch, seed):
     v = torch.randn(1, 128, 1, 128, dtype=torch.bfloat16)
     p = check_dense(q, k, v, None, True, (200, -1), 0.0, None, 0.0)
     out, lse = aa.forward(q, k, v, None, None, None, p, True)
-    assert _calls() == ["fmha_v3_fwd"]
+    assert call_names() == ["fmha_v3_fwd"]
     r_out, r_lse = ref_dense(q.double(), k.double(), v.double(), p.softmax_scale, True, (200, -1))
     assert_close_verbose(out, r_out, *_tol(torch.bfloat16, r_out, 2), msg="out")  # empty rows: 0, not the kernel's
     assert_close_verbose(lse, r_lse, 1e-4, 1e-5, msg="lse")
@@ -375,13 +344,4 @@ def test_declines_give_reasons():
 
 
 def test_arch_guard(monkeypatch):
-    arch = {"name": "gfx942"}
-    monkeypatch.setattr(platform, "device_arch", lambda index=0: arch["name"])
-    monkeypatch.setattr(platform, "device_index", lambda device: 0)
-    dev = torch.device("cuda", 0)
-    for name in ("gfx90a", "gfx942", "gfx950"):
-        arch["name"] = name
-        assert aa.arch_unsupported_reason(dev) is None
-    arch["name"] = "gfx1100"
-    assert "gfx90a/gfx942/gfx950" in aa.arch_unsupported_reason(dev)
-    assert aa.arch_unsupported_reason(torch.device("cpu")) is None
+    assert_gfx9_arch_guard(monkeypatch, aa)

@@ -17,14 +17,10 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -137,31 +133,11 @@ def test_aiters_silu_group_quant_is_outside_the_checked_namespace():
     assert "def act_mul_and_fp8_group_quant(" in text and "import triton" in text
 
 
-@functools.lru_cache(maxsize=None)
-def _wheel_member(member: str) -> str:
-    """A file of the pinned wheel outside ``aiter/`` (CK and C++ sources ship in it)."""
-    wheel.aiter_source_root()  # downloads the wheel into the cache if needed
-    candidates = [wheel.CACHE_DIR / wheel.WHEEL_FILENAME]
-    if os.environ.get(wheel.WHEEL_DIR_ENV):
-        candidates.insert(0, Path(os.environ[wheel.WHEEL_DIR_ENV]).expanduser() / wheel.WHEEL_FILENAME)
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        pytest.skip(f"the kernel-source checks read {wheel.WHEEL_FILENAME}; only an unpacked aiter/ tree is here")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert digest == wheel.WHEEL_SHA256, f"{path} is not the pinned wheel (sha256 {digest})"
-    with zipfile.ZipFile(path) as zf:
-        return zf.read(member).decode()
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
-
-
 CK = "aiter_meta/3rdparty/composable_kernel/"
 
 
 def test_kernel_facts_the_adapter_relies_on():
-    itfs = _squash(_wheel_member("aiter_meta/csrc/py_itfs_ck/rmsnorm_ck_kernels.cu"))
+    itfs = wheel.squash(wheel.wheel_member("aiter_meta/csrc/py_itfs_ck/rmsnorm_ck_kernels.cu"))
     for fn in ("void rmsnorm2d_with_dynamicquant(", "void rmsnorm2d_with_add_dynamicquant("):
         body = itfs[itfs.index(fn):]
         body = body[:body.index("{stream});")]
@@ -170,21 +146,21 @@ def test_kernel_facts_the_adapter_relies_on():
         assert "ck rmsnorm2d only support fp16 and bf16 data type" in body
         assert "r = rmsnorm2d_fwd(" not in body  # the dispatcher's -1 (no instance) is ignored
     # both torch FP8 dtypes are the one string "fp8": CK writes the arch's own fp8_t
-    common = _squash(_wheel_member("aiter_meta/csrc/include/py_itfs_common.h"))
+    common = wheel.squash(wheel.wheel_member("aiter_meta/csrc/include/py_itfs_common.h"))
     assert 'F("fp8", torch::kFloat8_e4m3fnuz) \\ F("fp8", torch::kFloat8_e4m3fn)' in common
-    config = _squash(_wheel_member(CK + "include/ck_tile/core/config.hpp"))
+    config = wheel.squash(wheel.wheel_member(CK + "include/ck_tile/core/config.hpp"))
     assert "#if defined(__gfx950__) || defined(__gfx12__) #define CK_TILE_USE_OCP_FP8 1 #else #define CK_TILE_USE_OCP_FP8 0" in config
     # no fused-quant instance above 8192, and the last bucket has no upper bound
-    gen = _squash(_wheel_member(CK + "example/ck_tile/10_rmsnorm2d/generate.py"))
+    gen = wheel.squash(wheel.wheel_member(CK + "example/ck_tile/10_rmsnorm2d/generate.py"))
     assert 'if (fused_quant == 1 or fused_quant == 2) and hs_key == "big": continue' in gen
     assert 'n_cnd = f"(a.n <= {n_})" if (i_n < len(blob_per_t) - 1) else ""' in gen
     assert 'scale_list = [("fp32,fp32")]' in gen
     # the norm is not rounded before the quant epilogue
-    one_pass = _squash(_wheel_member(CK + "include/ck_tile/ops/rmsnorm2d/pipeline/rmsnorm2d_fwd_pipeline_one_pass.hpp"))
+    one_pass = wheel.squash(wheel.wheel_member(CK + "include/ck_tile/ops/rmsnorm2d/pipeline/rmsnorm2d_fwd_pipeline_one_pass.hpp"))
     assert "auto rmsn_ = acc[idx] * inv_rms_[i_idx] * gamma_;" in one_pass
     assert "store_tile(y_residual_window, cast_tile<YResidualDataType>(acc));" in one_pass
     # absmax from 0 (so all-zero rows: scale 0, 0 / 0), scale = absmax / max, values divided by it
-    epi = _squash(_wheel_member(CK + "include/ck_tile/ops/epilogue/dynamic_quant_epilogue.hpp"))
+    epi = wheel.squash(wheel.wheel_member(CK + "include/ck_tile/ops/epilogue/dynamic_quant_epilogue.hpp"))
     assert "return reduce(o_acc_tmp, type_convert<AccDataType>(0), f_absmax);" in epi
     assert "return v_ / type_convert<AccDataType>(numeric<ODataType>::max());" in epi
     assert "o_acc_tmp(idx) = o_acc_tmp[idx] / y_scale(row_id);" in epi

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import ast
 import csv
-import functools
-import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -188,43 +185,23 @@ def test_adapter_calls_land_on_the_right_parameters():
     ]
 
 
-@functools.lru_cache(maxsize=None)
-def _wheel_member(member: str) -> str:
-    """A file of the pinned wheel (its ``aiter_meta`` C++ and CK sources ship in it)."""
-    wheel.aiter_source_root()  # downloads the wheel into the cache if needed
-    candidates = [wheel.CACHE_DIR / wheel.WHEEL_FILENAME]
-    if os.environ.get(wheel.WHEEL_DIR_ENV):
-        candidates.insert(0, Path(os.environ[wheel.WHEEL_DIR_ENV]).expanduser() / wheel.WHEEL_FILENAME)
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        pytest.skip(f"the kernel-source checks read {wheel.WHEEL_FILENAME}; only an unpacked aiter/ tree is here")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert digest == wheel.WHEEL_SHA256, f"{path} is not the pinned wheel (sha256 {digest})"
-    with zipfile.ZipFile(path) as zf:
-        return zf.read(member).decode()
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
-
-
 def _csrc(member: str) -> str:
-    return _squash(_wheel_member(f"aiter_meta/csrc/{member}"))
+    return wheel.squash(wheel.wheel_member(f"aiter_meta/csrc/{member}"))
 
 
 def _ck(member: str) -> str:
-    return _squash(_wheel_member(f"aiter_meta/3rdparty/composable_kernel/include/ck/tensor_operation/gpu/{member}"))
+    return wheel.squash(wheel.wheel_member(f"aiter_meta/3rdparty/composable_kernel/include/ck/tensor_operation/gpu/{member}"))
 
 
 def _instances(member: str) -> list[list]:
     """The literal arguments of every ``kernelInstance(...)`` in an instance table (read with ast)."""
-    tree = ast.parse(_wheel_member(f"aiter_meta/csrc/{member}"))
+    tree = ast.parse(wheel.wheel_member(f"aiter_meta/csrc/{member}"))
     return [[ast.literal_eval(a) for a in node.args] for node in ast.walk(tree)
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "kernelInstance"]
 
 
 def test_python_facts_the_adapter_relies_on():
-    py = _squash((wheel.aiter_source_root() / "ops" / "gemm_op_a8w8.py").read_text())
+    py = wheel.squash((wheel.aiter_source_root() / "ops" / "gemm_op_a8w8.py").read_text())
     ck_fn = py[py.index("def gemm_a8w8_CK("):py.index("def gemm_a8w8_bpreshuffle_fake(")]
     assert 'splitK = ck_config["splitK"]' in ck_fn  # splitK=None: the tuned CSV's split
     assert ("Y = torch.empty(m, n, dtype=dtype, device=XQ.device) "
@@ -234,7 +211,7 @@ def test_python_facts_the_adapter_relies_on():
     assert "return gemm_a8w8_blockscale_ck(XQ, WQ, x_scale, w_scale, Y)" in bs
     # the wheel's own tuned configs: every split is 0; every block-scaled K a multiple of 128
     def rows(name):
-        return list(csv.DictReader(_wheel_member(f"aiter/configs/{name}").splitlines()))
+        return list(csv.DictReader(wheel.wheel_member(f"aiter/configs/{name}").splitlines()))
 
     assert {row["splitK"] for row in rows("a8w8_tuned_gemm.csv")} == {"0"}
     ks, ns = set(), set()
@@ -268,7 +245,7 @@ def test_kernel_facts_the_adapter_relies_on():
             "ck::type_convert<F32>(d2); e = ck::type_convert<EDataType>(x0_f);") in cuh
     assert "16, // BK1" in cuh
     assert 'TORCH_CHECK(device_gemm.IsSupportedArgument(argument), "This GEMM is not supported!");' in cuh
-    assert "`bias/(2^k)`" in _wheel_member("aiter_meta/csrc/ck_gemm_a8w8/README.md")  # split-K adds the bias per slice
+    assert "`bias/(2^k)`" in wheel.wheel_member("aiter_meta/csrc/ck_gemm_a8w8/README.md")  # split-K adds the bias per slice
     assert 'GemmSpec="MNKPadding"' in _csrc("ck_gemm_a8w8/gen_instances.py")
     # instance tables: A/B K-vectors divide 16, C-shuffle store vectors at most 8
     rowwise = _instances("ck_gemm_a8w8/gemm_a8w8_common.py")
@@ -306,8 +283,8 @@ def test_kernel_facts_the_adapter_relies_on():
 
     common = _csrc("include/py_itfs_common.h")
     assert 'isGPUArch({"gfx94"}) ? at::ScalarType::Float8_e4m3fnuz : at::ScalarType::Float8_e4m3fn' in common
-    assert "#define CK_USE_RNE_BF16_CONVERSION 1" in _squash(
-        _wheel_member("aiter_meta/3rdparty/composable_kernel/include/ck/ck.hpp"))
+    assert "#define CK_USE_RNE_BF16_CONVERSION 1" in wheel.squash(
+        wheel.wheel_member("aiter_meta/3rdparty/composable_kernel/include/ck/ck.hpp"))
 
 
 # ----------------------------------------------------------------------------

@@ -12,12 +12,7 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
 import re
-import zipfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -86,23 +81,8 @@ def test_adapter_call_lands_on_the_right_parameters():
     assert "key[:t], value[:t], key_cache, value_cache, slots, p.kv_cache_dtype," in c.source
 
 
-@functools.lru_cache(maxsize=None)
-def _wheel_csrc(member: str) -> str:
-    wheel.aiter_source_root()  # downloads the wheel into the cache if needed
-    candidates = [wheel.CACHE_DIR / wheel.WHEEL_FILENAME]
-    if os.environ.get(wheel.WHEEL_DIR_ENV):
-        candidates.insert(0, Path(os.environ[wheel.WHEEL_DIR_ENV]).expanduser() / wheel.WHEEL_FILENAME)
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        pytest.skip(f"the kernel-source checks read {wheel.WHEEL_FILENAME}; only an unpacked aiter/ tree is here")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert digest == wheel.WHEEL_SHA256, f"{path} is not the pinned wheel (sha256 {digest})"
-    with zipfile.ZipFile(path) as zf:
-        return re.sub(r"\s+", " ", zf.read(member).decode())
-
-
 def test_kernel_facts_the_adapter_relies_on():
-    cu = _wheel_csrc("aiter_meta/csrc/kernels/cache_kernels.cu")
+    cu = wheel.squash(wheel.wheel_member("aiter_meta/csrc/kernels/cache_kernels.cu"))
     host = cu[cu.index("void reshape_and_cache_flash( torch::Tensor& key,"):]
     host = host[:host.index("} // namespace aiter")]
     assert "int num_tokens = key.size(0);" in host  # tokens from key, not from slot_mapping
@@ -118,9 +98,9 @@ def test_kernel_facts_the_adapter_relies_on():
     assert "const float inverted_kscale = 1 / (*k_scale);" in kernel
     assert "ck_tile::type_convert<float>(tgt_key) * inverted_kscale" in kernel
     assert "slot_mapping.data_ptr<int64_t>()" in cu and "k_scale.data_ptr<float>()" in cu
-    qu = _wheel_csrc("aiter_meta/csrc/include/quant_utils.cuh")
+    qu = wheel.squash(wheel.wheel_member("aiter_meta/csrc/include/quant_utils.cuh"))
     assert 'if(KV_DTYPE == "fp8" || KV_DTYPE == "fp8_e4m3")' in qu and 'if(KV_DTYPE == "auto")' in qu
-    f8 = _wheel_csrc("aiter_meta/3rdparty/composable_kernel/include/ck_tile/core/numeric/float8.hpp")
+    f8 = wheel.squash(wheel.wheel_member("aiter_meta/3rdparty/composable_kernel/include/ck_tile/core/numeric/float8.hpp"))
     assert "__builtin_amdgcn_fmed3f(val.fval, 240.0, -240.0)" in f8 and "__builtin_amdgcn_fmed3f(val.fval, 448.0, -448.0)" in f8
 
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 import math
@@ -22,42 +21,13 @@ import math
 import pytest
 import torch
 
-from aiter_model import model, model_attention, model_paged_attention as mpa, wheel
+from aiter_model import model, model_paged_attention as mpa, wheel
+from aiter_model.fixtures import arch_setter, assert_gfx9_arch_guard, call_names
 from helpers import assert_close_verbose
-from vllm_rocm_accel import platform
 from vllm_rocm_accel.backends.aiter import paged_attention as ap
+from vllm_rocm_accel.checks.paged_attention import PagedProblem
 
 MODULE = "vllm_rocm_accel.backends.aiter.paged_attention"
-
-try:  # written concurrently by PA-OPS; the contract's fields until then
-    from vllm_rocm_accel.checks.paged_attention import PagedProblem
-except ImportError:
-    @dataclasses.dataclass(frozen=True)
-    class PagedProblem:
-        batch: int
-        total_q: int
-        max_seqlen_q: int
-        max_seqlen_k: int
-        num_heads_q: int
-        num_heads_k: int
-        head_dim: int
-        head_dim_v: int
-        block_size: int
-        num_blocks: int
-        max_blocks_per_seq: int
-        dtype: torch.dtype
-        cache_dtype: torch.dtype
-        fp8: bool
-        softmax_scale: float
-        causal: bool
-        window_left: int
-        window_right: int
-        softcap: float
-        has_alibi: bool
-
-        @property
-        def group(self) -> int:
-            return self.num_heads_q // self.num_heads_k
 
 
 def make_problem(q, kc, vc, cu_q, seqused_k, table, causal=True, window=(-1, -1), softcap=0.0, alibi=None, **kw):
@@ -145,17 +115,8 @@ def make_inputs(lq, lk, hq, hk, d, bs, dtype, tail_q=0, spare_blocks=3, strided_
 
 @pytest.fixture
 def on_arch(monkeypatch, fake_aiter):
-    def apply(arch="gfx942"):
-        monkeypatch.setattr(ap, "_device_arch", lambda device: arch)
-        monkeypatch.setitem(model_attention.GFX, "name", arch)
-        return fake_aiter
-
-    apply()
-    return apply
-
-
-def _calls():
-    return [c.name for c in model.CALLS]
+    """The adapter and the models see a gfx9 device (tensors stay on the CPU)."""
+    return arch_setter(monkeypatch, fake_aiter, ap)
 
 
 # ----------------------------------------------------------------------------
@@ -167,18 +128,6 @@ def test_model_signatures_match_wheel():
         sig = wheel.resolve_public_function(name)
         assert sig.relpath == where[name], (name, sig.relpath)
         assert wheel.signature_mismatches(getattr(mpa, name), sig) == [], name
-
-
-def _adapter_bindings():
-    tree = ast.parse(wheel.adapter_module_path(MODULE).read_text())
-    found = []
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "id", None) == "_aiter"):
-            sig = wheel.resolve_public_function(node.func.attr).inspect_signature()
-            bound = sig.bind(*[ast.unparse(a) for a in node.args], **{kw.arg: ast.unparse(kw.value) for kw in node.keywords})
-            found.append((node.func.attr, dict(bound.arguments)))
-    return found
 
 
 def test_adapter_calls_bind_to_the_wheel_on_the_intended_parameters():
@@ -202,12 +151,7 @@ def test_adapter_calls_bind_to_the_wheel_on_the_intended_parameters():
             "partition_size": "PA_PARTITION", "mtp": "1", "sliding_window": "p.window_left + 1",
         },
     }
-    seen = set()
-    for name, args in _adapter_bindings():
-        seen.add(name)
-        for param, src in expected[name].items():
-            assert args.get(param) == src, f"aiter.{name}: {param} gets {args.get(param)!r}, expected {src!r}"
-    assert seen == set(expected)
+    wheel.assert_adapter_bindings(MODULE, expected)
 
 
 def test_adapter_exports_only_the_contract():
@@ -288,7 +232,7 @@ def test_forward_matches_reference(on_arch, seed, case):
     lse = torch.full((hq, q.shape[0]), 7.0) if want_lse else None
     cu_q0, table0 = cu_q.clone(), table.clone()
     ap.forward(out, q, kc, vc, cu_q, seqused_k, table, alibi, None, None, p, lse, 4)
-    assert _calls() == [entry]
+    assert call_names() == [entry]
     assert torch.equal(cu_q, cu_q0) and torch.equal(table, table0)
     r_out, r_lse = ref_paged(q, kc, vc, cu_q, seqused_k, table, p, alibi)
     assert_close_verbose(out, r_out, *_tol(dtype, r_out, 3), msg="out")
@@ -306,7 +250,7 @@ def test_decode_prefers_paged_attention_v1_without_lse(on_arch, seed):
     p = make_problem(q, kc, vc, cu_q, sk, table)
     out = torch.empty(q.shape[0], 2, 64, dtype=torch.float16)
     ap.forward(out, q, kc, vc, cu_q, sk, table, None, None, None, p, None, 1)
-    assert _calls() == ["mha_varlen_fwd"]
+    assert call_names() == ["mha_varlen_fwd"]
 
 
 # ----------------------------------------------------------------------------
@@ -344,17 +288,8 @@ def test_lse_on_a_decode_only_kernel_raises(on_arch):
     out = torch.empty(q.shape[0], 2, 64, dtype=torch.float16)
     with pytest.raises(ValueError, match="no LSE"):
         ap.forward(out, q, kc, vc, cu_q, sk, table, None, None, None, p, torch.empty(2, q.shape[0]), 1)
-    assert _calls() == []
+    assert call_names() == []
 
 
 def test_arch_guard(monkeypatch):
-    arch = {"name": "gfx942"}
-    monkeypatch.setattr(platform, "device_arch", lambda index=0: arch["name"])
-    monkeypatch.setattr(platform, "device_index", lambda device: 0)
-    dev = torch.device("cuda", 0)
-    for name in ("gfx90a", "gfx942", "gfx950"):
-        arch["name"] = name
-        assert ap.arch_unsupported_reason(dev) is None
-    arch["name"] = "gfx1100"
-    assert "gfx90a/gfx942/gfx950" in ap.arch_unsupported_reason(dev)
-    assert ap.arch_unsupported_reason(torch.device("cpu")) is None
+    assert_gfx9_arch_guard(monkeypatch, ap)

@@ -15,14 +15,10 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -130,26 +126,6 @@ def test_adapter_calls_land_on_the_right_parameters():
     ]
 
 
-@functools.lru_cache(maxsize=None)
-def _wheel_csrc(member: str) -> str:
-    """A file of the pinned wheel's ``aiter_meta/csrc`` (the HIP sources ship in the wheel)."""
-    wheel.aiter_source_root()  # downloads the wheel into the cache if needed
-    candidates = [wheel.CACHE_DIR / wheel.WHEEL_FILENAME]
-    if os.environ.get(wheel.WHEEL_DIR_ENV):
-        candidates.insert(0, Path(os.environ[wheel.WHEEL_DIR_ENV]).expanduser() / wheel.WHEEL_FILENAME)
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        pytest.skip(f"the kernel-source checks read {wheel.WHEEL_FILENAME}; only an unpacked aiter/ tree is here")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert digest == wheel.WHEEL_SHA256, f"{path} is not the pinned wheel (sha256 {digest})"
-    with zipfile.ZipFile(path) as zf:
-        return zf.read(f"aiter_meta/csrc/{member}").decode()
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
-
-
 def _body(source: str, signature_start: str) -> str:
     """The brace-balanced body of the first function whose text starts with ``signature_start``."""
     start = source.index(signature_start)
@@ -163,22 +139,22 @@ def _body(source: str, signature_start: str) -> str:
 
 
 def test_kernel_facts_the_adapter_relies_on():
-    cu = _wheel_csrc("kernels/quant_kernels.cu")
-    flat = _squash(cu)
+    cu = wheel.wheel_member("aiter_meta/csrc/kernels/quant_kernels.cu")
+    flat = wheel.squash(cu)
     # group kernel: absMax floored at 1e-10f (= AMAX_FLOOR); shuffle_scale -> (groups, tokens) order
-    group = _squash(_body(cu, "template <typename DTYPE_I, typename DTYPE_O, int thread_data_size = 32>"))
+    group = wheel.squash(_body(cu, "template <typename DTYPE_I, typename DTYPE_O, int thread_data_size = 32>"))
     assert "float absMax = 1e-10f;" in group
     assert "groupId = y * ori_rows + x;" in group and "scale[groupId] = inverted_scale;" in group
     # per-row kernel: absMax from 0, so all-zero rows get scale 0
     per_row = _body(cu, "__device__ std::tuple<float, DTYPE_I*> data_to_per_row_scale(")
-    assert "float absMax = 0.f;" in _squash(per_row)
+    assert "float absMax = 0.f;" in wheel.squash(per_row)
     # scale_ub is a parameter of both kernels and read by neither
     for kernel in ("dynamic_per_group_scaled_quant_kernel(", "dynamic_per_token_scaled_quant_kernel("):
         text = cu[cu.index(kernel):]
         body = _body(text, kernel)
         assert "scale_ub" in text[:text.index("{")] and "scale_ub" not in body, kernel
     # which kernel, contiguity checks, the group kernel's ori_cols
-    entry = _squash(_body(cu, "void dynamic_per_token_scaled_quant(torch::Tensor& out,"))
+    entry = wheel.squash(_body(cu, "void dynamic_per_token_scaled_quant(torch::Tensor& out,"))
     assert "TORCH_CHECK(input.is_contiguous()); TORCH_CHECK(out.is_contiguous());" in entry
     assert "if(cols == 32 || cols == 64 || cols == 128)" in entry and "int ori_cols = out.size(-1);" in entry
     # static per-tensor: no contiguity check; dynamic per-tensor: scale starts at 0
@@ -186,23 +162,23 @@ def test_kernel_facts_the_adapter_relies_on():
     assert "vllm::initializeScale<<<dim3(1), dim3(64), 0, stream>>>( scale.data_ptr<float>(), 1, 0.0f);" in flat
     # 1 / scale, rows padded to 4 bytes, float16/bfloat16 inputs only
     assert "1.0f / (*scale)" in flat and "static constexpr int32_t ooba_o = 4 / sizeof(DTYPE_O);" in flat
-    static = _squash(_body(cu, "void static_per_tensor_quant(torch::Tensor& out,"))
+    static = wheel.squash(_body(cu, "void static_per_tensor_quant(torch::Tensor& out,"))
     per_row_launch = flat[flat.index("#define DYNAMIC_PER_TOKEN_SCALED_QUANT_KERNEL_IMPL"):
                           flat.index("#define DYNAMIC_PER_TOKEN_SCALED_QUANT_KERNEL_DISPATCH")]
     for launch in (static, entry, per_row_launch):
         assert "AITER_DISPATCH_FLOATING16_TYPES" in launch and "VLLM_DISPATCH" not in launch
     # the clamp: +-240 for e4m3fnuz, +-448 for e4m3fn, then the hardware conversion
-    vec = _squash(_wheel_csrc("include/ck_tile/vec_convert.h"))
+    vec = wheel.squash(wheel.wheel_member("aiter_meta/csrc/include/ck_tile/vec_convert.h"))
     assert "static constexpr float d = is_e4m3_fnuz ? 240.0f : 448.0f;" in vec and "v_cvt_pk_fp8_f32" in vec
     # the host's torch_fp8: fnuz on gfx94x, fn otherwise
-    common = _squash(_wheel_csrc("include/py_itfs_common.h"))
+    common = wheel.squash(wheel.wheel_member("aiter_meta/csrc/include/py_itfs_common.h"))
     assert ('isGPUArch({"gfx94"}) ? at::ScalarType::Float8_e4m3fnuz : at::ScalarType::Float8_e4m3fn' in common)
 
 
 def test_wheel_group_helper_calls_the_kernel_as_the_adapter_does():
     """``per_group_quant_hip`` (the wheel's own 1 x g wrapper) passes x.view(-1, g) and shuffle_scale."""
     path = wheel.aiter_source_root() / "ops" / "quant.py"
-    text = _squash(path.read_text())
+    text = wheel.squash(path.read_text())
     assert "dynamic_per_token_scaled_quant( y, x.view(-1, group_size), scale, shuffle_scale=transpose_scale," in text
     assert "assert group_size in [ 32, 64, 128, ]" in text
 

@@ -1,83 +1,22 @@
 """The Triton attention backend on a real GPU (skipped without one), realistic shapes, against float64.
 
-The reference is computed on the GPU per sequence in float64 (gradients by autograd), as in
-tests/ops/test_attention_triton_kernels.py; tolerance ``atol = max(2 * max|ref64 - ref_lowp|,
-FLOOR[dtype] * max|ref64|)`` with ``ref_lowp`` the kernel's roundings (fp32 scores/softmax, P and
-out rounded to the dtype). Sizes keep the float64 score tensors at <= ~1 GB.
+The reference (tests/triton_attention_ref.py, shared with tests/ops/test_attention_triton_kernels.py)
+is computed on the GPU per sequence in float64 (gradients by autograd); tolerance ``atol = max(2 *
+max|ref64 - ref_lowp|, FLOOR[dtype] * max|ref64|)`` with ``ref_lowp`` the kernel's roundings (fp32
+scores/softmax, P and out rounded to the dtype). Sizes keep the float64 score tensors at <= ~1 GB.
 """
 
 import pytest
 import torch
 
 from helpers import assert_close_verbose
+from triton_attention_ref import ref_attention, ref_with_grads, rounding_atol
 from vllm_rocm_accel.backends.triton import attention as ta
 from vllm_rocm_accel.checks.attention import check_dense, check_varlen
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
 
-FLOOR = {torch.float32: 2e-5, torch.float16: 2 * 2.0**-10, torch.bfloat16: 2 * 2.0**-7}
 LSE_ATOL = 1e-3  # fp32 lse of thousands of keys (summation order differs from float64)
-
-
-def _ref_seq(q, k, v, scale, left, right, softcap, slopes, lowp):
-    sq, hq, sk, hk = q.shape[0], q.shape[1], k.shape[0], k.shape[1]
-    dev = q.device
-    work = torch.float32 if lowp else torch.float64
-    kk = k.to(work).repeat_interleave(hq // hk, dim=1)
-    vv = v.repeat_interleave(hq // hk, dim=1)
-    s = torch.einsum("ihd,jhd->hij", q.to(work), kk) * scale
-    if softcap > 0:
-        s = softcap * torch.tanh(s / softcap)
-    rel = (torch.arange(sq, device=dev)[:, None] + sk - sq - torch.arange(sk, device=dev)[None, :]).to(work)
-    if slopes is not None:
-        s = s - slopes.to(work)[:, None, None] * rel.abs()
-    vis = torch.ones(sq, sk, dtype=torch.bool, device=dev)
-    if left >= 0:
-        vis &= rel <= left
-    if right >= 0:
-        vis &= -rel <= right
-    seen = vis.any(-1)
-    s = s.masked_fill(~vis, float("-inf"))
-    s = torch.where(seen[None, :, None], s, torch.zeros_like(s))
-    lse = torch.logsumexp(s, -1)
-    prob = torch.softmax(s, -1) * seen[None, :, None]
-    if lowp:
-        out = torch.einsum("hij,jhd->ihd", prob.to(v.dtype).to(work), vv.to(work)).to(v.dtype)
-    else:
-        out = torch.einsum("hij,jhd->ihd", prob, vv.to(work))
-    lse = torch.where(seen[None, :], lse, torch.full_like(lse, float("inf")))
-    return out, lse.to(torch.float32) if lowp else lse
-
-
-def ref_attention(q, k, v, p, cu_q, cu_k, alibi, lowp):
-    args = (p.softmax_scale, p.window_left, p.window_right, p.softcap)
-    slopes = (lambda b: None if alibi is None else (alibi[b] if alibi.dim() == 2 else alibi))
-    if not p.varlen:
-        res = [_ref_seq(q[b], k[b], v[b], *args, slopes(b), lowp) for b in range(p.batch)]
-        return torch.stack([r[0] for r in res]), torch.stack([r[1] for r in res])
-    cq, ck = cu_q.tolist(), cu_k.tolist()
-    res = [_ref_seq(q[cq[b]:cq[b + 1]], k[ck[b]:ck[b + 1]], v[ck[b]:ck[b + 1]], *args, slopes(b), lowp)
-           for b in range(p.batch)]
-    tail = q.shape[0] - cq[-1]
-    outs = [r[0] for r in res] + [torch.zeros(tail, p.num_heads_q, p.head_dim_v, dtype=res[0][0].dtype,
-                                              device=q.device)]
-    lses = [r[1] for r in res] + [torch.full((p.num_heads_q, tail), float("inf"), dtype=res[0][1].dtype,
-                                             device=q.device)]
-    return torch.cat(outs), torch.cat(lses, dim=1)
-
-
-def _ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp):
-    leaves = [(t.detach().clone() if lowp else t.detach().to(torch.float64)).requires_grad_() for t in (q, k, v)]
-    out, lse = ref_attention(*leaves, p, cu_q, cu_k, alibi, lowp)
-    out.backward(dout.to(out.dtype))
-    return out.detach(), lse.detach(), [t.grad for t in leaves]
-
-
-def _atol(ref64, reflow, dtype):
-    finite = torch.isfinite(ref64)
-    amax = float(ref64[finite].abs().max())
-    err = float((ref64 - reflow.to(torch.float64))[finite].abs().max())
-    return max(2 * err, FLOOR[dtype] * max(amax, 1e-3))
 
 
 # (name, dict): dense (b, sq, sk) or varlen (lens_q, lens_k); hq, hk, d, dv, options
@@ -146,13 +85,13 @@ def test_forward_backward_on_gpu(seed, name, c):
     dq, dk, dv = ta.backward(dout, q, k, v, out, lse, cu_q, cu_k, alibi, p)
     torch.cuda.synchronize()
 
-    out64, lse64, g64 = _ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=False)
-    outlo, _, glo = _ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=True)
-    assert_close_verbose(out, out64, atol=_atol(out64, outlo, q.dtype), rtol=0, msg=f"out {msg}")
+    out64, lse64, g64 = ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=False)
+    outlo, _, glo = ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=True)
+    assert_close_verbose(out, out64, atol=rounding_atol(out64, outlo, q.dtype), rtol=0, msg=f"out {msg}")
     assert_close_verbose(lse, lse64, atol=LSE_ATOL, rtol=0, msg=f"lse {msg}")
     for gname, g, r64, rlo, x in zip(("dq", "dk", "dv"), (dq, dk, dv), g64, glo, (q, k, v)):
         assert g.shape == x.shape and g.dtype == x.dtype, gname
-        assert_close_verbose(g, r64, atol=_atol(r64, rlo, q.dtype), rtol=0, msg=f"{gname} {msg}")
+        assert_close_verbose(g, r64, atol=rounding_atol(r64, rlo, q.dtype), rtol=0, msg=f"{gname} {msg}")
 
 
 def test_backward_deterministic_on_gpu(seed):
@@ -178,7 +117,7 @@ def test_decode_and_empty_rows_on_gpu(seed):
     out, lse = ta.forward(q, k, v, None, None, None, p, True)
     out64, lse64 = ref_attention(q.double(), k.double(), v.double(), p, None, None, None, lowp=False)
     outlo, _ = ref_attention(q, k, v, p, None, None, None, lowp=True)
-    assert_close_verbose(out, out64, atol=_atol(out64, outlo, q.dtype), rtol=0, msg=f"decode seed={seed}")
+    assert_close_verbose(out, out64, atol=rounding_atol(out64, outlo, q.dtype), rtol=0, msg=f"decode seed={seed}")
     q2 = torch.randn(1, 1500, 8, 64, generator=gen, device="cuda").half()
     k2 = torch.randn(1, 1000, 8, 64, generator=gen, device="cuda").half()
     p2 = check_dense(q2, k2, k2, None, True, (-1, -1), 0.0, None, 0.0)

@@ -18,7 +18,7 @@ import math
 import pytest
 import torch
 
-from helpers import assert_close_verbose
+from helpers import assert_close_verbose, poison_torch_empty
 from vllm_rocm_accel import fp8 as fp8_formats
 from vllm_rocm_accel.backends.triton import paged_attention as tpa
 from vllm_rocm_accel.checks.paged_attention import check_paged_args
@@ -34,14 +34,8 @@ DEV = "cuda"
 
 @pytest.fixture(autouse=True)
 def poisoned_empty(monkeypatch):
-    real_empty = torch.empty
-
-    def empty(*a, **kw):
-        t = real_empty(*a, **kw)
-        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-7)
-
-    monkeypatch.setattr(tpa.torch, "empty", empty)
-    yield
+    """The backend's torch.empty (its split workspace) returns NaN-filled tensors."""
+    poison_torch_empty(monkeypatch, tpa)
 
 
 def _batch(seed, block_size, dtype, fp8):

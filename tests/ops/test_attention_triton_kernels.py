@@ -1,8 +1,9 @@
 """Triton attention launchers under the Triton interpreter (CPU tensors), against a float64 reference.
 
-The reference (below) is a plain per-sequence loop: scores = scale * q @ k^T, softcap, ALiBi,
-bottom-right causal/window mask, softmax, lse; a row that sees no key gives out 0 and lse +inf;
-gradients by torch.autograd through the float64 computation.
+The reference (tests/triton_attention_ref.py, shared with the GPU test) is a plain per-sequence
+loop: scores = scale * q @ k^T, softcap, ALiBi, bottom-right causal/window mask, softmax, lse; a row
+that sees no key gives out 0 and lse +inf; gradients by torch.autograd through the float64
+computation.
 
 Tolerances come from the precision: ``atol = max(2 * max|ref64 - ref_lowp|, FLOOR[dtype] * max|ref64|)``
 where ``ref_lowp`` runs the same math as the kernel's roundings (fp32 scores and softmax, P rounded
@@ -23,40 +24,24 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton (or the backend) is imported
 
 import random
-import sys
 
 import pytest
 import torch
 
-try:
-    from tests.helpers import assert_close_verbose
-except ImportError:  # pytest run without the repository root on sys.path
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from tests.helpers import assert_close_verbose
-
+from helpers import assert_close_verbose, interpreter_only, poison_torch_empty
+from triton_attention_ref import ref_with_grads, rounding_atol
 from vllm_rocm_accel.backends.triton import attention as ta
 from vllm_rocm_accel.checks.attention import check_dense, check_varlen
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("TRITON_INTERPRET") != "1", reason="runs the Triton kernels on CPU tensors under TRITON_INTERPRET=1"
-)
+pytestmark = interpreter_only()
 
-FLOOR = {torch.float32: 2e-5, torch.float16: 2 * 2.0**-10, torch.bfloat16: 2 * 2.0**-7}
 LSE_ATOL = 1e-4
 
 
 @pytest.fixture(autouse=True)
 def poisoned_empty(monkeypatch):
     """The backend's torch.empty / empty_like return NaN-filled (float) or -7-filled (int) tensors."""
-    real_empty, real_empty_like = torch.empty, torch.empty_like
-
-    def poison(t):
-        t.fill_(float("nan") if t.is_floating_point() else -7)
-        return t
-
-    monkeypatch.setattr(ta.torch, "empty", lambda *a, **kw: poison(real_empty(*a, **kw)))
-    monkeypatch.setattr(ta.torch, "empty_like", lambda *a, **kw: poison(real_empty_like(*a, **kw)))
-    yield
+    poison_torch_empty(monkeypatch, ta, ("empty", "empty_like"))
 
 
 def _generator():
@@ -68,79 +53,12 @@ def _randn(gen, *shape, dtype):
     return torch.randn(*shape, generator=gen, dtype=torch.float32).to(dtype)
 
 
-# --- reference ------------------------------------------------------------------------
-def _ref_seq(q, k, v, scale, left, right, softcap, slopes, lowp):
-    """One sequence: q (sq, Hq, D), k (sk, Hk, D), v (sk, Hk, Dv) -> out (sq, Hq, Dv), lse (Hq, sq).
-
-    lowp: the kernel's roundings (fp32 math on the input-dtype values, P and out rounded to the
-    dtype); else everything in float64."""
-    sq, hq = q.shape[0], q.shape[1]
-    sk, hk = k.shape[0], k.shape[1]
-    work = torch.float32 if lowp else torch.float64
-    kk = k.to(work).repeat_interleave(hq // hk, dim=1)
-    vv = v.repeat_interleave(hq // hk, dim=1)
-    s = torch.einsum("ihd,jhd->hij", q.to(work), kk) * scale
-    if softcap > 0:
-        s = softcap * torch.tanh(s / softcap)
-    rel = (torch.arange(sq)[:, None] + sk - sq - torch.arange(sk)[None, :]).to(work)
-    if slopes is not None:
-        s = s - slopes.to(work)[:, None, None] * rel.abs()
-    vis = torch.ones(sq, sk, dtype=torch.bool)
-    if left >= 0:
-        vis &= rel <= left
-    if right >= 0:
-        vis &= -rel <= right
-    seen = vis.any(-1)  # (sq,)
-    s = s.masked_fill(~vis, float("-inf"))
-    s = torch.where(seen[None, :, None], s, torch.zeros_like(s))  # no -inf rows: finite softmax/grad
-    lse = torch.logsumexp(s, -1)
-    prob = torch.softmax(s, -1) * seen[None, :, None]
-    if lowp:
-        out = torch.einsum("hij,jhd->ihd", prob.to(v.dtype).to(work), vv.to(work)).to(v.dtype)
-    else:
-        out = torch.einsum("hij,jhd->ihd", prob, vv.to(work))
-    lse = torch.where(seen[None, :], lse, torch.full_like(lse, float("inf")))
-    return out, lse.to(torch.float32) if lowp else lse
-
-
-def ref_attention(q, k, v, p, cu_q=None, cu_k=None, alibi=None, lowp=False):
-    """(out, lse) in the contract's layouts (float64 unless lowp); varlen tail rows 0 / +inf."""
-    left, right = p.window_left, p.window_right
-    if not p.varlen:
-        outs, lses = [], []
-        for b in range(p.batch):
-            slopes = None if alibi is None else (alibi[b] if alibi.dim() == 2 else alibi)
-            o, l_ = _ref_seq(q[b], k[b], v[b], p.softmax_scale, left, right, p.softcap, slopes, lowp)
-            outs.append(o)
-            lses.append(l_)
-        return torch.stack(outs), torch.stack(lses)
-    cq, ck = cu_q.tolist(), cu_k.tolist()
-    work = v.dtype if lowp else torch.float64
-    outs, lses = [], []
-    for b in range(p.batch):
-        slopes = None if alibi is None else (alibi[b] if alibi.dim() == 2 else alibi)
-        o, l_ = _ref_seq(q[cq[b]:cq[b + 1]], k[ck[b]:ck[b + 1]], v[ck[b]:ck[b + 1]], p.softmax_scale, left, right,
-                         p.softcap, slopes, lowp)
-        outs.append(o)
-        lses.append(l_)
-    tail = q.shape[0] - cq[-1]
-    outs.append(torch.zeros(tail, p.num_heads_q, p.head_dim_v, dtype=work))
-    lses.append(torch.full((p.num_heads_q, tail), float("inf"), dtype=lses[0].dtype))
-    return torch.cat(outs), torch.cat(lses, dim=1)
-
-
-def _ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp):
-    leaves = [(t.to(torch.float64) if not lowp else t.detach().clone()).requires_grad_() for t in (q, k, v)]
-    out, lse = ref_attention(*leaves, p, cu_q, cu_k, alibi, lowp=lowp)
-    out.backward(dout.to(out.dtype))
-    return out.detach(), lse.detach(), [t.grad for t in leaves]
-
-
-def _atol(ref64, reflow, dtype):
-    finite = torch.isfinite(ref64)
-    amax = float(ref64[finite].abs().max()) if bool(finite.any()) else 0.0
-    err = float((ref64 - reflow.to(torch.float64))[finite].abs().max()) if bool(finite.any()) else 0.0
-    return max(2 * err, FLOOR[dtype] * max(amax, 1e-3))
+def _dense_case(gen, b, sq, sk, hq, hk, d, dtype, causal):
+    """Fresh q (b, sq, hq, d), k and v (b, sk, hk, d), drawn in that order, and their checked problem."""
+    q = _randn(gen, b, sq, hq, d, dtype=dtype)
+    k = _randn(gen, b, sk, hk, d, dtype=dtype)
+    v = _randn(gen, b, sk, hk, d, dtype=dtype)
+    return q, k, v, check_dense(q, k, v, None, causal, (-1, -1), 0.0, None, 0.0)
 
 
 # --- cases --------------------------------------------------------------------------------
@@ -229,24 +147,21 @@ def test_forward_backward_match_reference(c):
     assert out.shape == p.out_shape() and out.dtype == q.dtype and out.is_contiguous()
     assert lse.shape == p.lse_shape() and lse.dtype == torch.float32 and lse.is_contiguous()
 
-    out64, lse64, grads64 = _ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=False)
-    outlo, _, gradslo = _ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=True)
-    assert_close_verbose(out, out64, atol=_atol(out64, outlo, q.dtype), rtol=0, msg=f"out {msg}")
+    out64, lse64, grads64 = ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=False)
+    outlo, _, gradslo = ref_with_grads(q, k, v, dout, p, cu_q, cu_k, alibi, lowp=True)
+    assert_close_verbose(out, out64, atol=rounding_atol(out64, outlo, q.dtype), rtol=0, msg=f"out {msg}")
     assert_close_verbose(lse, lse64, atol=LSE_ATOL, rtol=0, msg=f"lse {msg}")
 
     dq, dk, dv = ta.backward(dout, q, k, v, out, lse, cu_q, cu_k, alibi, p)
     for name, g, g64, glo, x in zip(("dq", "dk", "dv"), (dq, dk, dv), grads64, gradslo, (q, k, v)):
         assert g.shape == x.shape and g.dtype == x.dtype and g.is_contiguous(), name
-        assert_close_verbose(g, g64, atol=_atol(g64, glo, q.dtype), rtol=0, msg=f"{name} {msg}")
+        assert_close_verbose(g, g64, atol=rounding_atol(g64, glo, q.dtype), rtol=0, msg=f"{name} {msg}")
 
 
 def test_empty_rows_are_zero_and_inf():
     """Causal with Sq > Sk: the first Sq - Sk rows see no key (exactly 0 and +inf, zero gradients)."""
     gen, seed = _generator()
-    q = _randn(gen, 1, 24, 2, 16, dtype=torch.float16)
-    k = _randn(gen, 1, 8, 2, 16, dtype=torch.float16)
-    v = _randn(gen, 1, 8, 2, 16, dtype=torch.float16)
-    p = check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.0)
+    q, k, v, p = _dense_case(gen, 1, 24, 8, 2, 2, 16, torch.float16, causal=True)
     out, lse = ta.forward(q, k, v, None, None, None, p, True)
     assert torch.equal(out[:, :16], torch.zeros_like(out[:, :16])), f"seed={seed}"
     assert bool(torch.isinf(lse[:, :, :16]).all()) and bool((lse[:, :, :16] > 0).all())
@@ -258,10 +173,7 @@ def test_empty_rows_are_zero_and_inf():
 
 def test_need_lse_false_gives_same_out():
     gen, seed = _generator()
-    q = _randn(gen, 2, 20, 2, 16, dtype=torch.bfloat16)
-    k = _randn(gen, 2, 20, 1, 16, dtype=torch.bfloat16)
-    v = _randn(gen, 2, 20, 1, 16, dtype=torch.bfloat16)
-    p = check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.0)
+    q, k, v, p = _dense_case(gen, 2, 20, 20, 2, 1, 16, torch.bfloat16, causal=True)
     out1, lse = ta.forward(q, k, v, None, None, None, p, False)
     out2, lse2 = ta.forward(q, k, v, None, None, None, p, True)
     assert lse is None and lse2 is not None
@@ -270,10 +182,7 @@ def test_need_lse_false_gives_same_out():
 
 def test_backward_is_deterministic():
     gen, seed = _generator()
-    q = _randn(gen, 1, 33, 4, 16, dtype=torch.float16)
-    k = _randn(gen, 1, 33, 1, 16, dtype=torch.float16)
-    v = _randn(gen, 1, 33, 1, 16, dtype=torch.float16)
-    p = check_dense(q, k, v, None, False, (-1, -1), 0.0, None, 0.0)
+    q, k, v, p = _dense_case(gen, 1, 33, 33, 4, 1, 16, torch.float16, causal=False)
     out, lse = ta.forward(q, k, v, None, None, None, p, True)
     dout = _randn(gen, *out.shape, dtype=out.dtype)
     first = ta.backward(dout, q, k, v, out, lse, None, None, None, p)

@@ -10,22 +10,14 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton (or the backend)
 
 import copy
 import random
-import sys
 
 import pytest
 import torch
 
-try:
-    from tests.helpers import assert_close_verbose, round_bf16_like_gpu_in_interpreter
-except ImportError:  # pytest run without the repository root on sys.path
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from tests.helpers import assert_close_verbose, round_bf16_like_gpu_in_interpreter
-
+from helpers import assert_close_verbose, interpreter_only, round_bf16_like_gpu_in_interpreter
 from vllm_rocm_accel.backends.triton import norm as tn
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("TRITON_INTERPRET") != "1", reason="runs the Triton kernels on CPU tensors under TRITON_INTERPRET=1"
-)
+pytestmark = interpreter_only()
 
 EPS = 1e-6
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

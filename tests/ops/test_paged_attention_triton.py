@@ -23,26 +23,18 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton (or the backend)
 
 import math
 import random
-import sys
 
 import pytest
 import torch
 import triton
 import triton.language as tl
 
-try:
-    from tests.helpers import assert_close_verbose
-except ImportError:  # pytest run without the repository root on sys.path
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from tests.helpers import assert_close_verbose
-
+from helpers import assert_close_verbose, interpreter_only, poison_torch_empty
 from vllm_rocm_accel.backends.triton import paged_attention as tpa
 from vllm_rocm_accel.checks.paged_attention import check_paged_args
 from vllm_rocm_accel.kernels.triton.paged_attention import _fp8_to_f32
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("TRITON_INTERPRET") != "1", reason="runs the Triton kernels on CPU tensors under TRITON_INTERPRET=1"
-)
+pytestmark = interpreter_only()
 
 FLOOR = {torch.float32: 2e-5, torch.float16: 2 * 2.0**-10, torch.bfloat16: 2 * 2.0**-7}
 LSE_ATOL = 1e-4
@@ -53,14 +45,7 @@ INF = float("inf")
 @pytest.fixture(autouse=True)
 def poisoned_empty(monkeypatch):
     """The backend's torch.empty returns NaN-filled tensors (its split workspace)."""
-    real_empty = torch.empty
-
-    def empty(*a, **kw):
-        t = real_empty(*a, **kw)
-        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-7)
-
-    monkeypatch.setattr(tpa.torch, "empty", empty)
-    yield
+    poison_torch_empty(monkeypatch, tpa)
 
 
 @pytest.fixture
