@@ -358,6 +358,7 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
         k_descale: Optional[torch.Tensor] = None,
         v_descale: Optional[torch.Tensor] = None,
         out: Optional[torch.Tensor] = None,
+        check_values: bool = True,
     ):
         """FlashAttention's ``flash_attn_varlen_func`` on packed (T, H, D) tensors with int32
         ``cu_seqlens`` (B + 1,); lse is (Hq, Tq). Differentiable.
@@ -365,12 +366,14 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
         Paged (serving, forward-only): ``block_table`` (B, max_blocks) int32 and ``seqused_k`` (B,)
         int32 with ``k`` / ``v`` vLLM's caches (num_blocks, block_size, Hk, D) and ``cu_seqlens_k``
         None; FP8 caches take ``k_descale`` / ``v_descale`` (float32, 1 element); ``num_splits`` 0 =
-        heuristic, 1 = off, G >= 2 = forced; ``out`` is written in place."""
+        heuristic, 1 = off, G >= 2 = forced; ``out`` is written in place. ``check_values=False``
+        skips the host read of the index tensors' values (``VLLM_ROCM_ACCEL_CHECK_SEQLENS``) for a
+        caller that validated them itself."""
         return _attention().flash_attn_varlen_func(
             q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
             window_size, softcap, alibi_slopes, deterministic, return_lse, backend or "auto",
             block_table=block_table, seqused_k=seqused_k, num_splits=num_splits, k_descale=k_descale,
-            v_descale=v_descale, out=out,
+            v_descale=v_descale, out=out, check_values=check_values,
         )
 
     # -- kv cache -----------------------------------------------------------------
@@ -385,16 +388,18 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
         k_scale: torch.Tensor,
         v_scale: torch.Tensor,
         backend: Optional[str] = None,
+        check_values: bool = True,
     ) -> None:
         """vLLM's ``reshape_and_cache_flash``: rows ``t < slot_mapping.shape[0]`` of key (N, Hk, D) and
         value (N, Hk, Dv) into ``key_cache``/``value_cache`` (num_blocks, block_size, Hk, D/Dv) at
         block ``s // block_size``, offset ``s % block_size`` (``s = slot_mapping[t]``; -1 skipped).
         ``kv_cache_dtype`` "auto" (caches of key's dtype) or "fp8" (FP8 or uint8 caches holding
-        ``fp8(x / k_scale)`` / ``fp8(x / v_scale)``, float32 one-element scales). In place."""
+        ``fp8(x / k_scale)`` / ``fp8(x / v_scale)``, float32 one-element scales). In place.
+        ``check_values=False`` skips the host read of the slot values (``VLLM_ROCM_ACCEL_CHECK_SEQLENS``)."""
         from .ops import kv_cache
 
         kv_cache.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
-                                         v_scale, backend)
+                                         v_scale, backend, check_values)
 
     # -- introspection --------------------------------------------------------
     call_counts = staticmethod(call_counts)

@@ -367,6 +367,129 @@ def test_kernel_block_sizes_and_metadata_builder():
         builder.build(0, common.replace(causal=torch.ones(len(BATCH), dtype=torch.bool)))
 
 
+# --- metadata checks: once per step on vLLM's host copies, none per layer ---------------------------
+def _value_check_spies(monkeypatch) -> list:
+    """Spies on the ops' value checks (the functions that read index tensors to the host), as the
+    ops look them up; each still runs the real check."""
+    from vllm_rocm_accel.ops import kv_cache as kv_ops
+    from vllm_rocm_accel.ops import paged_attention as paged_ops
+
+    calls = []
+    for mod, name in ((paged_ops, "check_paged_values"), (kv_ops, "check_slot_values")):
+        real = getattr(mod, name)
+
+        def spy(*a, _real=real, _name=name):
+            calls.append(_name)
+            return _real(*a)
+
+        monkeypatch.setattr(mod, name, spy)
+    return calls
+
+
+def test_forward_runs_no_per_layer_value_checks(seed, fresh_settings, monkeypatch):
+    """With the setting on, a step through the backend (cache write + attention, two layers) calls
+    neither op's value check: the builder validated the metadata on the host copies."""
+    fresh_settings(VLLM_ROCM_ACCEL_CHECK_SEQLENS="1")
+    calls = _value_check_spies(monkeypatch)
+    dtype = torch.bfloat16
+    common, q, k, v = _batch(dtype)
+    md = _builder(dtype).build(0, common)
+    assert md.host_max_seq_len == common.max_seq_len
+    impl, layer = _impl(), _layer()
+    for _ in range(2):  # two layers of one step share the metadata
+        kv_cache = _kv_cache(KVCacheLayout.LBNHC, dtype, 2 * D)
+        key_cache, value_cache = ab._cache_views(kv_cache, D)
+        _fill_context(key_cache, value_cache, common)
+        impl.do_kv_cache_update(layer, k, v, kv_cache, common.slot_mapping)
+        output = torch.empty(q.shape[0], HQ, D, dtype=dtype)
+        impl.forward(layer, q, k, v, kv_cache, md, output)
+        _compare(output, q, key_cache, value_cache, common, dtype, "no per-layer checks")
+    assert calls == [], calls
+    # The spies do see the ops' checks when a caller leaves check_values on.
+    n = common.num_actual_tokens
+    rocm_accel_ops.flash_attn_varlen_func(q[:n], key_cache, value_cache, common.query_start_loc, None,
+                                          common.max_query_len, common.max_seq_len, causal=True,
+                                          block_table=common.block_table_tensor, seqused_k=common.seq_lens)
+    rocm_accel_ops.reshape_and_cache_flash(k, v, key_cache, value_cache, common.slot_mapping, "auto",
+                                           layer._k_scale, layer._v_scale)
+    assert calls == ["check_paged_values", "check_slot_values"], calls
+
+
+def test_builder_reads_no_device_tensor(seed):
+    """The builder validates on the host copies only: vLLM's device tensors here are meta tensors
+    (no values; any read of one raises), the lengths come from seq_lens_cpu_upper_bound."""
+    common, *_ = _batch(torch.bfloat16)
+    on_meta = common.replace(
+        query_start_loc=common.query_start_loc.to("meta"), seq_lens=common.seq_lens.to("meta"),
+        block_table_tensor=common.block_table_tensor.to("meta"), slot_mapping=common.slot_mapping.to("meta"),
+        seq_lens_cpu_upper_bound=common.seq_lens.clone())
+    builder = _builder(torch.bfloat16)
+    md = builder.build(0, on_meta)
+    assert md.host_max_seq_len == common.max_seq_len and md.seq_lens.device.type == "meta"
+    width = common.block_table_tensor.shape[1]
+    too_long = common.seq_lens.clone()
+    too_long[2] = width * BLOCK + 1
+    with pytest.raises(ValueError, match=r"seq_lens_cpu_upper_bound\[2\].*longer than the block table allows"):
+        builder.build(0, on_meta.replace(seq_lens_cpu_upper_bound=too_long, max_seq_len=width * BLOCK + 1))
+    # no host copy of the lengths: only the query checks run
+    assert builder.build(0, on_meta.replace(seq_lens_cpu_upper_bound=None)).host_max_seq_len is None
+
+
+def _bad_metadata():
+    """(id, change to the batch's CommonAttentionMetadata, message)."""
+    width = math.ceil(max(c + n for c, n in BATCH) / BLOCK) + 2  # _batch's table width
+    past = width * BLOCK + 1
+
+    def seq_len(b, n, **more):
+        def change(common):
+            lens = common.seq_lens.clone()
+            lens[b] = n
+            return common.replace(seq_lens=lens, **more)
+        return change
+
+    def qsl(i, value, **more):
+        def change(common):
+            cpu = common.query_start_loc_cpu.clone()
+            cpu[i] = value
+            return common.replace(query_start_loc_cpu=cpu, **more)
+        return change
+
+    yield "seq_len past the block table", seq_len(1, past, max_seq_len=past), \
+        r"seq_lens\[1\] = %d: seq_lens longer than the block table allows \(block_table has %d blocks of %d" % (
+            past, width, BLOCK)
+    yield "seq_len past max_seq_len", seq_len(0, 60), "longer than max_seq_len"
+    yield "negative seq_len", seq_len(3, -1), r"seq_lens\[3\] = -1, must be >= 0"
+    yield "query_start_loc not at 0", qsl(0, 1), r"query_start_loc_cpu\[0\] = 1"
+    yield "query_start_loc decreasing", qsl(2, 0), r"decreases at 2 \(1 -> 0\)"
+    yield "query past max_query_len", lambda c: c.replace(max_query_len=16), "more than max_query_len"
+    yield "queries past the tokens", lambda c: c.replace(num_actual_tokens=10), "past num_actual_tokens"
+    yield "query_start_loc_cpu shape", lambda c: c.replace(query_start_loc_cpu=c.query_start_loc_cpu[:-1]), \
+        "has shape"
+
+
+@pytest.mark.parametrize("case", list(_bad_metadata()), ids=lambda c: c[0])
+def test_builder_refuses_bad_metadata(case, fresh_settings):
+    name, change, match = case
+    fresh_settings(VLLM_ROCM_ACCEL_CHECK_SEQLENS="1")
+    common, *_ = _batch(torch.bfloat16)
+    bad = change(common)
+    with pytest.raises(ValueError, match=match):
+        _builder(torch.bfloat16).build(0, bad)
+    fresh_settings(VLLM_ROCM_ACCEL_CHECK_SEQLENS="0")  # the setting turns the check off
+    assert _builder(torch.bfloat16).build(0, bad).host_max_seq_len is None
+
+
+def test_update_block_table_checks_the_new_capacity(fresh_settings):
+    fresh_settings(VLLM_ROCM_ACCEL_CHECK_SEQLENS="1")
+    common, *_ = _batch(torch.bfloat16)
+    builder = _builder(torch.bfloat16)
+    md = builder.build(0, common)
+    need = math.ceil(common.max_seq_len / BLOCK)
+    builder.update_block_table(md, common.block_table_tensor[:, :need], common.slot_mapping)  # just fits
+    with pytest.raises(ValueError, match="longer than the block table allows"):
+        builder.update_block_table(md, common.block_table_tensor[:, :need - 1], common.slot_mapping)
+
+
 # --- registration -----------------------------------------------------------------------------
 def test_plugin_registers_the_custom_backend_once():
     plugin.register()

@@ -204,6 +204,41 @@ def test_unchecked_negative_slots_are_skipped(seed, backend, fresh_settings):
     assert_bitwise(vc, want[1], "value_cache")
 
 
+def test_check_values_false_skips_the_slot_check(seed, fresh_settings, monkeypatch):
+    """check_values=False (the vLLM backend's call: vLLM computes the slots) skips the slot values'
+    host read with the setting on: a slot below -1, refused with the check, is padding without it."""
+    fresh_settings(VLLM_ROCM_ACCEL_CHECK_SEQLENS="1")
+    calls = []
+    real = kv_ops.check_slot_values
+    monkeypatch.setattr(kv_ops, "check_slot_values", lambda *a: (calls.append(a), real(*a)))
+    kc, vc = make_caches("unbind0", 2, 16, 2, 16, 16, torch.float32)
+    key, value = kv_rows(4, 2, 16, 16, torch.float32, strided=False)
+    slots = torch.tensor([3, -7, 30, -2])
+    one = torch.ones(1)
+    with pytest.raises(ValueError, match="padding"):
+        rocm_accel_ops.reshape_and_cache_flash(key, value, kc, vc, slots, "auto", one, one, backend="torch")
+    assert len(calls) == 1
+    want = reference(key, value, kc, vc, slots, None, one, one)
+    rocm_accel_ops.reshape_and_cache_flash(key, value, kc, vc, slots, "auto", one, one, backend="torch",
+                                           check_values=False)
+    torch.ops.rocm_accel.reshape_and_cache_flash(key, value, kc, vc, slots, "auto", one, one, "torch", False)
+    assert len(calls) == 1, "check_values=False still ran the slot check"
+    assert_bitwise(kc, want[0], "key_cache")
+    assert_bitwise(vc, want[1], "value_cache")
+    with pytest.raises(TypeError, match="slot_mapping has dtype"):  # argument checks are not affected
+        rocm_accel_ops.reshape_and_cache_flash(key, value, kc, vc, slots.float(), "auto", one, one,
+                                               check_values=False)
+
+
+def test_opcheck_without_value_checks(seed):
+    op = kv_ops.register()[kv_ops.OP]
+    kc, vc = make_caches("unbind0", 2, 16, 2, 16, 16, torch.bfloat16)
+    kc.zero_(), vc.zero_()
+    key, value = kv_rows(6, 2, 16, 16, torch.bfloat16, strided=True)
+    one = torch.ones(1)
+    torch.library.opcheck(op, (key, value, kc, vc, random_slots(6, 32, pad=2), "auto", one, one, "torch", False))
+
+
 def test_auto_choice_on_cpu_is_torch():
     args = kv_ops.example_args(kv_ops.OP, 4, 0, torch.bfloat16, torch.device("cpu"))
     assert kv_ops.RESHAPE_AND_CACHE_FLASH.auto(args).name == "torch"

@@ -371,6 +371,63 @@ def test_value_checks_follow_the_setting(fresh_settings, monkeypatch):
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("form", ["facade", "op", "op_out"])
+def test_check_values_false_skips_the_value_checks(fresh_settings, monkeypatch, form):
+    """check_values=False (the vLLM backend's calls, metadata validated once per step on the host)
+    skips the index values' host read even with the setting on; the argument checks still run."""
+    fresh_settings(VLLM_ROCM_ACCEL_CHECK_SEQLENS="1")
+    calls = []
+    monkeypatch.setattr(paged_ops, "check_paged_values", lambda *a: calls.append(a))
+    c = paged_case([1, 3], [5, 20], heads_q=2, heads_k=1, head_dim=8, block_size=16)
+
+    def go(**kw):
+        if form == "facade":
+            return _call(c, "torch", causal=True, **kw)
+        args = _op_args(c)
+        if form == "op":
+            return torch.ops.rocm_accel.paged_attn_fwd(*args, **kw)[0]
+        out = torch.empty_like(c.q)
+        torch.ops.rocm_accel.paged_attn_fwd_out(out, *args, **kw)
+        return out
+
+    go()
+    assert len(calls) == 1, "the spy does not see the op's value check"
+    out = go(check_values=False)
+    assert len(calls) == 1, "check_values=False still ran the value check"
+    _check(out, None, c, f"{form} check_values=False", causal=True)
+    with pytest.raises(ValueError, match="q must be"):  # argument checks are not affected
+        rocm_accel_ops.flash_attn_varlen_func(c.q[0], c.key_cache, c.value_cache, c.cu_seqlens_q, None, 3, 20,
+                                              block_table=c.block_table, seqused_k=c.seqused_k, check_values=False)
+
+
+def test_check_values_false_lets_a_bad_value_past_the_check_stage():
+    """What the value check would refuse (seqused_k past max_seqlen_k, harmless here: the keys
+    are in the table) reaches the backend with check_values=False."""
+    c = paged_case([1, 3], [5, 20], heads_q=2, heads_k=1, head_dim=8, block_size=16)
+    with pytest.raises(ValueError, match="longer than max_seqlen_k"):
+        rocm_accel_ops.flash_attn_varlen_func(c.q, c.key_cache, c.value_cache, c.cu_seqlens_q, None, 3, 19,
+                                              block_table=c.block_table, seqused_k=c.seqused_k, backend="torch")
+    rocm_accel_ops.reset_call_counts()
+    rocm_accel_ops.flash_attn_varlen_func(c.q, c.key_cache, c.value_cache, c.cu_seqlens_q, None, 3, 19,
+                                          block_table=c.block_table, seqused_k=c.seqused_k, backend="torch",
+                                          check_values=False)
+    assert rocm_accel_ops.call_counts() == {("paged_attn_fwd", "torch"): 1}
+
+
+def test_check_values_false_only_with_block_table():
+    q = torch.randn(4, 2, 8)
+    cu = torch.tensor([0, 1, 4], dtype=torch.int32)
+    with pytest.raises(ValueError, match="check_values=False is only supported with block_table"):
+        rocm_accel_ops.flash_attn_varlen_func(q, q, q, cu, cu, 3, 3, check_values=False)
+
+
+def test_opcheck_without_value_checks(seed):
+    case = paged_case([1, 3], [5, 20], heads_q=2, heads_k=1, head_dim=16, block_size=16, extra_rows=1)
+    args = (*_op_args(case), False)
+    torch.library.opcheck(torch.ops.rocm_accel.paged_attn_fwd.default, args)
+    torch.library.opcheck(torch.ops.rocm_accel.paged_attn_fwd_out.default, (torch.empty_like(case.q), *args))
+
+
 def test_explicit_backends_that_cannot_serve_say_why():
     c = paged_case([1], [5], heads_q=2, heads_k=1, head_dim=8, block_size=16)
     with pytest.raises(ValueError, match="aiter runs on ROCm"):

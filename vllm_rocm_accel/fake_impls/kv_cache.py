@@ -17,6 +17,7 @@ def reshape_and_cache_flash(
     k_scale: torch.Tensor,
     v_scale: torch.Tensor,
     backend: str = "auto",
+    check_values: bool = True,
 ) -> None:
     check_reshape_and_cache_flash_args(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
                                        v_scale)

@@ -29,6 +29,7 @@ def paged_attn_fwd(
     num_splits: int,
     return_lse: bool,
     backend: str = "auto",
+    check_values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     p = check_paged_args(q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q,
                          max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap, alibi_slopes,
@@ -59,6 +60,7 @@ def paged_attn_fwd_out(
     num_splits: int,
     return_lse: bool,
     backend: str = "auto",
+    check_values: bool = True,
 ) -> torch.Tensor:
     p = check_paged_args(q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q,
                          max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap, alibi_slopes,

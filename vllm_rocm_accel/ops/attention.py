@@ -275,14 +275,16 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                            deterministic=False, return_lse=False, backend="auto", *, block_table=None,
-                           seqused_k=None, num_splits=0, k_descale=None, v_descale=None, out=None):
+                           seqused_k=None, num_splits=0, k_descale=None, v_descale=None, out=None,
+                           check_values=True):
     """FlashAttention's ``flash_attn_varlen_func`` on packed (T, H, D) tensors; lse is (H, Tq).
 
     With ``block_table`` (B, max_blocks) and ``seqused_k`` (B,), ``k`` / ``v`` are vLLM's paged
     caches (num_blocks, block_size, Hk, D) and ``cu_seqlens_k`` must be None: the paged forward
     (:func:`vllm_rocm_accel.ops.paged_attention.flash_attn_varlen_paged`; forward-only, FP8 caches
     with ``k_descale`` / ``v_descale``, ``num_splits`` 0 = heuristic, 1 = off, G = forced, ``out``
-    written in place). The paged-only arguments are refused without ``block_table``."""
+    written in place, ``check_values=False`` skips the index values' checks for a caller that
+    validated them itself). The paged-only arguments are refused without ``block_table``."""
     if block_table is not None:
         if cu_seqlens_k is not None:
             raise ValueError("cu_seqlens_k must be None with block_table: the paged cache's lengths are seqused_k")
@@ -290,11 +292,13 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
             q, k, v, cu_seqlens_q, max_seqlen_q, max_seqlen_k, seqused_k=seqused_k, block_table=block_table,
             dropout_p=dropout_p, softmax_scale=softmax_scale, causal=causal, window_size=window_size,
             softcap=softcap, alibi_slopes=alibi_slopes, return_lse=return_lse, num_splits=num_splits,
-            k_descale=k_descale, v_descale=v_descale, out=out, backend=backend,
+            k_descale=k_descale, v_descale=v_descale, out=out, backend=backend, check_values=check_values,
         )
     for name, given in (("seqused_k", seqused_k), ("k_descale", k_descale), ("v_descale", v_descale), ("out", out)):
         if given is not None:
             raise ValueError(f"{name} is only supported with block_table (the paged forward)")
+    if not check_values:
+        raise ValueError("check_values=False is only supported with block_table (the paged forward)")
     if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
         raise ValueError(f"num_splits must be an int >= 0, got {num_splits!r}")
     p = check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,

@@ -2,7 +2,8 @@
 into the paged cache that paged attention reads.
 
 Custom op ``torch.ops.rocm_accel.reshape_and_cache_flash(key, value, key_cache, value_cache,
-slot_mapping, kv_cache_dtype, k_scale, v_scale, backend="auto") -> ()``, mutating ``key_cache``
+slot_mapping, kv_cache_dtype, k_scale, v_scale, backend="auto", check_values=True) -> ()``,
+mutating ``key_cache``
 and ``value_cache`` (declared in its schema, so ``torch.compile`` functionalizes it). Layouts
 and semantics are vLLM's (:mod:`vllm_rocm_accel.checks.kv_cache`): T = ``slot_mapping.shape[0]``
 tokens, slot -1 skipped, unquantized or FP8 caches (per-tensor float32 scales, the arch's
@@ -10,7 +11,9 @@ format, ``fp8(clamp(x / scale))``).
 
 Arguments are validated before any backend runs, so a rejected call writes nothing; the slot
 values (``-1 <= s < num_blocks * block_size``) are checked too (one small device-to-host copy)
-unless ``VLLM_ROCM_ACCEL_CHECK_SEQLENS=0`` or a CUDA graph is being captured.
+unless ``VLLM_ROCM_ACCEL_CHECK_SEQLENS=0``, a CUDA graph is being captured, or the caller passes
+``check_values=False`` (the vLLM backend does: vLLM computes the slot mapping itself). The
+argument checks run regardless.
 """
 
 from __future__ import annotations
@@ -76,8 +79,8 @@ RESHAPE_AND_CACHE_FLASH = dispatch.OpDispatch(
 )
 
 
-def _check_values(slot_mapping: torch.Tensor, p: CacheWrite) -> None:
-    if not settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
+def _check_values(slot_mapping: torch.Tensor, p: CacheWrite, check_values: bool) -> None:
+    if not check_values or not settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
         return
     if slot_mapping.is_cuda and torch.cuda.is_current_stream_capturing():
         return  # a host read would break the capture; graphs replay pre-validated metadata
@@ -95,10 +98,11 @@ def reshape_and_cache_flash_impl(
     k_scale: torch.Tensor,
     v_scale: torch.Tensor,
     backend: str = "auto",
+    check_values: bool = True,
 ) -> None:
     p = check_reshape_and_cache_flash_args(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype,
                                            k_scale, v_scale)
-    _check_values(slot_mapping, p)
+    _check_values(slot_mapping, p, check_values)
     args = (key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, p)
     impl = RESHAPE_AND_CACHE_FLASH.select(backend, args)
     count(OP, impl.name)
@@ -108,13 +112,13 @@ def reshape_and_cache_flash_impl(
 
 
 def reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale, v_scale,
-                            backend: Optional[str] = None) -> None:
+                            backend: Optional[str] = None, check_values: bool = True) -> None:
     """The public call (facade): checks first, so wrong Python types raise TypeError, not the
-    dispatcher's RuntimeError."""
+    dispatcher's RuntimeError. ``check_values=False`` skips the slot values' check."""
     check_reshape_and_cache_flash_args(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
                                        v_scale)
     torch.ops.rocm_accel.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype,
-                                                 k_scale, v_scale, backend or "auto")
+                                                 k_scale, v_scale, backend or "auto", bool(check_values))
 
 
 # --- registration ---------------------------------------------------------------

@@ -4,8 +4,8 @@ Custom ops (``torch.ops.rocm_accel.*``):
 
 * ``paged_attn_fwd(q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q,
   max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap, alibi_slopes?, k_scale?,
-  v_scale?, num_splits, return_lse, backend="auto") -> (out, lse)``; ``lse`` is empty (numel 0)
-  unless ``return_lse``;
+  v_scale?, num_splits, return_lse, backend="auto", check_values=True) -> (out, lse)``; ``lse``
+  is empty (numel 0) unless ``return_lse``;
 * ``paged_attn_fwd_out(out!, ...the same...) -> lse``: writes into ``out`` (vLLM's attention
   layers hand their output buffer in).
 
@@ -20,8 +20,10 @@ backend ignores it), negative is a ``ValueError``.
 Argument checks run before any backend, and so do the index values' checks (``cu_seqlens_q``,
 ``seqused_k`` against ``max_seqlen_k`` and the table's capacity, the block_table entries each
 sequence uses against the cache): a bad call writes nothing. The value checks read the index
-tensors to the host (three small copies) unless ``VLLM_ROCM_ACCEL_CHECK_SEQLENS=0`` or a CUDA graph
-is being captured.
+tensors to the host (three small copies) unless ``VLLM_ROCM_ACCEL_CHECK_SEQLENS=0``, a CUDA graph
+is being captured, or the caller passes ``check_values=False`` (a caller that validated the same
+metadata itself, on host copies: the vLLM backend does, once per step in its metadata builder).
+The argument checks (shapes, dtypes, devices) run regardless.
 
 Backends: aiter (AMD's paged/varlen kernels, gated by ``VLLM_ROCM_USE_AITER_MHA`` as vLLM gates its
 ROCM_AITER_FA backend, whose paged path runs them), triton (ours) and torch (gather, then attend).
@@ -128,8 +130,8 @@ PAGED_ATTN_FWD_OUT = _dispatch(FWD_OUT)
 
 
 # --- the shared body of both ops ----------------------------------------------
-def _check_values(p: PagedProblem, cu_seqlens_q, seqused_k, block_table) -> None:
-    if not settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
+def _check_values(p: PagedProblem, cu_seqlens_q, seqused_k, block_table, check_values: bool) -> None:
+    if not check_values or not settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
         return
     if cu_seqlens_q.is_cuda and torch.cuda.is_current_stream_capturing():
         return  # a host read would break the capture; graphs replay pre-validated metadata
@@ -142,14 +144,14 @@ def _unit_last(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 def _attend(op: str, disp: dispatch.OpDispatch, out: Optional[torch.Tensor], q, key_cache, value_cache,
             cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k, softmax_scale, causal, window_left,
-            window_right, softcap, alibi_slopes, k_scale, v_scale, num_splits, return_lse, backend):
+            window_right, softcap, alibi_slopes, k_scale, v_scale, num_splits, return_lse, backend, check_values):
     """Checks everything, then runs the chosen backend into ``out`` (allocated when None)."""
     p = check_paged_args(q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q,
                          max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap, alibi_slopes,
                          k_scale, v_scale, num_splits, return_lse)
     if out is not None:
         check_out(out, p, q)
-    _check_values(p, cu_seqlens_q, seqused_k, block_table)
+    _check_values(p, cu_seqlens_q, seqused_k, block_table, check_values)
     q, block_table = _unit_last(q), _unit_last(block_table)
     alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
     args = (q, key_cache, value_cache, cu_seqlens_q.contiguous(), seqused_k.contiguous(), block_table, alibi,
@@ -194,10 +196,11 @@ def paged_attn_fwd_impl(
     num_splits: int,
     return_lse: bool,
     backend: str = "auto",
+    check_values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     return _attend(FWD, PAGED_ATTN_FWD, None, q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table,
                    max_seqlen_q, max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap,
-                   alibi_slopes, k_scale, v_scale, num_splits, return_lse, backend)
+                   alibi_slopes, k_scale, v_scale, num_splits, return_lse, backend, check_values)
 
 
 def paged_attn_fwd_out_impl(
@@ -221,12 +224,13 @@ def paged_attn_fwd_out_impl(
     num_splits: int,
     return_lse: bool,
     backend: str = "auto",
+    check_values: bool = True,
 ) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
     _, lse = _attend(FWD_OUT, PAGED_ATTN_FWD_OUT, out, q, key_cache, value_cache, cu_seqlens_q, seqused_k,
                      block_table, max_seqlen_q, max_seqlen_k, softmax_scale, causal, window_left, window_right,
-                     softcap, alibi_slopes, k_scale, v_scale, num_splits, return_lse, backend)
+                     softcap, alibi_slopes, k_scale, v_scale, num_splits, return_lse, backend, check_values)
     return lse
 
 
@@ -238,11 +242,12 @@ def _grad_needed(*tensors) -> bool:
 def flash_attn_varlen_paged(q, key_cache, value_cache, cu_seqlens_q, max_seqlen_q, max_seqlen_k, *, seqused_k,
                             block_table, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                             softcap=0.0, alibi_slopes=None, return_lse=False, num_splits=0, k_descale=None,
-                            v_descale=None, out=None, backend="auto"):
+                            v_descale=None, out=None, backend="auto", check_values=True):
     """``flash_attn_varlen_func(q, key_cache, value_cache, cu_seqlens_q, None, max_seqlen_q, max_seqlen_k,
     seqused_k=..., block_table=...)``: out (Tq, Hq, Dv) (written into ``out`` when given), plus lse
     (Hq, Tq) float32 with ``return_lse``. ``k_descale`` / ``v_descale`` are the FP8 cache's scales.
-    Forward only: inputs that need gradients raise ``ValueError``."""
+    Forward only: inputs that need gradients raise ``ValueError``. ``check_values=False`` skips
+    the index values' checks (the caller validated them; see the module docstring)."""
     if _grad_needed(q, key_cache, value_cache):
         raise ValueError("paged attention (block_table=...) is forward-only: q, key_cache and value_cache must "
                          "not require grad (run it under torch.no_grad() or detach them)")
@@ -257,7 +262,7 @@ def flash_attn_varlen_paged(q, key_cache, value_cache, cu_seqlens_q, max_seqlen_
     left, right = normalize_window(window_size, bool(causal))
     args = (q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k,
             softmax_scale, bool(causal), left, right, softcap, alibi_slopes, k_descale, v_descale, num_splits,
-            bool(return_lse), backend or "auto")
+            bool(return_lse), backend or "auto", bool(check_values))
     check_paged_args(*args[:17])  # the clear errors, before the dispatcher's own type checks
     if out is None:
         result, lse = torch.ops.rocm_accel.paged_attn_fwd(*args)

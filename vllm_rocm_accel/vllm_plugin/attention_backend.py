@@ -28,6 +28,12 @@ in memory). ``kv_cache.transpose(1, 2)`` split on the last dim gives the
 views with a unit last-dim stride; the ops accept any such strides, so the backend declares no
 layout preference (``supported_kv_cache_layouts() -> None``, as FlashAttention).
 
+Metadata checks: the builder validates each step's metadata once, on the host copies vLLM gives
+(``query_start_loc_cpu``; ``seq_lens`` where it already lives on the host, else
+``seq_lens_cpu_upper_bound``), with no device reads, and raises ``ValueError`` on a bad batch
+(:func:`validate_host_metadata`; ``VLLM_ROCM_ACCEL_CHECK_SEQLENS=0`` turns it off). The layers
+then call both ops with ``check_values=False``, so no layer reads the index tensors to the host.
+
 CUDA graphs: the builder reports ``AttentionCGSupport.NEVER``, so vLLM runs attention eagerly
 between piecewise graphs. Whether our kernels replay correctly from a full graph (a grid sized
 from a host ``max_seqlen_k`` captured once) has not been checked on a GPU.
@@ -88,11 +94,93 @@ class RocmAccelAttentionMetadata(AttentionMetadata):
     slot_mapping: torch.Tensor  # (num_tokens,) int64, -1 for padding
     num_reqs: int
     causal: bool = True
+    # The largest host sequence length the builder validated (None: not validated), so that
+    # update_block_table can check a replacement table's capacity without a device read.
+    host_max_seq_len: Optional[int] = None
+
+
+def _metadata_error(msg: str) -> ValueError:
+    return ValueError(f"{NAME} ({RocmAccelAttentionBackend.__name__}) attention metadata: {msg}")
+
+
+def _host(t) -> Optional[torch.Tensor]:
+    """``t`` if it is a tensor already on the host (reading it costs no device sync), else None."""
+    return t if isinstance(t, torch.Tensor) and t.device.type == "cpu" else None
+
+
+def _check_capacity(max_len: int, label: str, table_width: int, block_size: int) -> None:
+    capacity = table_width * block_size
+    if max_len > capacity:
+        raise _metadata_error(
+            f"{label} = {max_len}: seq_lens longer than the block table allows (block_table has "
+            f"{table_width} blocks of {block_size} slots = {capacity} per sequence)")
+
+
+def validate_host_metadata(m: CommonAttentionMetadata, block_size: int) -> Optional[int]:
+    """One step's checks on vLLM's host copies (no device reads), in place of the ops' per-layer
+    value checks: query lengths non-negative and cumulative (``query_start_loc_cpu`` starts at 0,
+    never decreases, ends within ``num_actual_tokens``, no query longer than ``max_query_len``);
+    sequence lengths non-negative, at most ``max_seq_len`` and at most the block table's capacity
+    (``block_table.shape[1] * block_size``). Raises ``ValueError``; returns the largest host
+    sequence length checked (None when vLLM gave no host copy of the lengths).
+
+    Host copies: ``query_start_loc_cpu`` always (its total is exact; with adaptive verification
+    vLLM trims drafts on the device only, so there its per-request split is the host's, checked
+    as such, not the device's). The
+    lengths: ``seq_lens`` itself when it is a host tensor (exact), else vLLM's
+    ``seq_lens_cpu_upper_bound`` (exact outside async spec decode, optimistic there). A bound is
+    as good for these checks: vLLM allocates the blocks of every scheduled token, drafts
+    included, and derives ``max_seq_len`` from the same bound, so a bound past either limit is a
+    bad batch.
+
+    Not checked here (vLLM computes them, and has no host copy in this metadata): the
+    block_table entries (``0 <= block < num_blocks``) and the slot mapping's values, which the
+    KV-cache write would otherwise read to the host every layer."""
+    batch = m.seq_lens.shape[0]
+    table_width = m.block_table_tensor.shape[1]
+    qsl = _host(m.query_start_loc_cpu)
+    if qsl is not None:
+        if qsl.dim() != 1 or qsl.shape[0] != batch + 1:
+            raise _metadata_error(f"query_start_loc_cpu has shape {tuple(qsl.shape)}, expected ({batch + 1},) "
+                                  f"(batch of {batch})")
+        first, last = int(qsl[0]), int(qsl[-1])
+        if first != 0:
+            raise _metadata_error(f"query_start_loc_cpu[0] = {first}, must be 0")
+        if batch:
+            qlens = qsl[1:] - qsl[:-1]
+            low = int(qlens.argmin())
+            if int(qlens[low]) < 0:
+                raise _metadata_error(
+                    f"query_start_loc_cpu decreases at {low + 1} ({int(qsl[low])} -> {int(qsl[low + 1])}): query "
+                    "lengths must be >= 0 and cumulative")
+            high = int(qlens.argmax())
+            if int(qlens[high]) > m.max_query_len:
+                raise _metadata_error(f"query {high} has {int(qlens[high])} tokens, more than max_query_len = "
+                                      f"{m.max_query_len}")
+        if last > m.num_actual_tokens:
+            raise _metadata_error(f"query_start_loc_cpu[-1] = {last} is past num_actual_tokens = "
+                                  f"{m.num_actual_tokens}")
+    seq_lens = _host(m.seq_lens)
+    what = "seq_lens"
+    if seq_lens is None:
+        seq_lens, what = _host(getattr(m, "seq_lens_cpu_upper_bound", None)), "seq_lens_cpu_upper_bound"
+    if seq_lens is None or batch == 0:
+        return None
+    seq_lens = seq_lens[:batch]
+    low, high = int(seq_lens.argmin()), int(seq_lens.argmax())
+    shortest, longest = int(seq_lens[low]), int(seq_lens[high])
+    if shortest < 0:
+        raise _metadata_error(f"{what}[{low}] = {shortest}, must be >= 0")
+    if longest > m.max_seq_len:
+        raise _metadata_error(f"{what}[{high}] = {longest} is longer than max_seq_len = {m.max_seq_len}")
+    _check_capacity(longest, f"{what}[{high}]", table_width, block_size)
+    return longest
 
 
 class RocmAccelAttentionMetadataBuilder(AttentionMetadataBuilder[RocmAccelAttentionMetadata]):
     """Builds the metadata from vLLM's :class:`CommonAttentionMetadata`: nothing to plan ahead
-    (the split-K heuristic runs inside the op), so no host reads and no copies."""
+    (the split-K heuristic runs inside the op) and no copies; the batch is validated here, once
+    per step, on vLLM's host copies (:func:`validate_host_metadata`), never on device tensors."""
 
     _cudagraph_support: ClassVar[AttentionCGSupport] = AttentionCGSupport.NEVER
     supports_update_block_table: bool = True
@@ -111,6 +199,9 @@ class RocmAccelAttentionMetadataBuilder(AttentionMetadataBuilder[RocmAccelAttent
         if isinstance(m.causal, torch.Tensor):
             raise NotImplementedError(f"{NAME} ({RocmAccelAttentionBackend.__name__}): per-sequence causal "
                                       "masks are not supported")
+        host_max = None
+        if settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
+            host_max = validate_host_metadata(m, self.block_size)
         return RocmAccelAttentionMetadata(
             num_actual_tokens=m.num_actual_tokens,
             max_query_len=m.max_query_len,
@@ -121,10 +212,13 @@ class RocmAccelAttentionMetadataBuilder(AttentionMetadataBuilder[RocmAccelAttent
             slot_mapping=m.slot_mapping,
             num_reqs=m.num_reqs,
             causal=bool(m.causal),
+            host_max_seq_len=host_max,
         )
 
     def update_block_table(self, metadata: RocmAccelAttentionMetadata, blk_table: torch.Tensor,
                            slot_mapping: torch.Tensor) -> RocmAccelAttentionMetadata:
+        if metadata.host_max_seq_len is not None and settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
+            _check_capacity(metadata.host_max_seq_len, "the longest sequence", blk_table.shape[1], self.block_size)
         return replace(metadata, block_table=blk_table, slot_mapping=slot_mapping)
 
 
@@ -238,8 +332,11 @@ class RocmAccelAttentionImpl(AttentionImpl[RocmAccelAttentionMetadata]):
         if key.shape[0] != n:
             key, value = key[:n], value[:n]
         key_cache, value_cache = _cache_views(kv_cache, self.head_size)
+        # check_values=False: no per-layer host read of the slots. vLLM computes the slot mapping
+        # itself and gives no host copy of it, so its values stay unchecked on this path.
         rocm_accel_ops.reshape_and_cache_flash(
             key, value, key_cache, value_cache, slot_mapping, self._write_dtype, layer._k_scale, layer._v_scale,
+            check_values=False,
         )
 
     def forward(
@@ -286,6 +383,7 @@ class RocmAccelAttentionImpl(AttentionImpl[RocmAccelAttentionMetadata]):
             k_descale=k_scale,
             v_descale=v_scale,
             out=output[:n],
+            check_values=False,  # the builder validated this step's metadata on vLLM's host copies
         )
         return output
 
