@@ -47,13 +47,15 @@ def fp8_ulp(v: torch.Tensor, fmt) -> torch.Tensor:
     return torch.pow(2.0, e - 3)
 
 
-def check(got, want, fmt, dtype, msg, group: int = 0) -> None:
-    """Scales, dequantized values, then bytes, each failure saying where and by how much."""
+def check(got, want, fmt, dtype, msg, group: int = 0, exact: bool = EXACT) -> None:
+    """Scales, dequantized values, then bytes, each failure saying where and by how much.
+    ``exact``: bit-exact scales and bytes (the default on the CPU); otherwise scales within one
+    ulp of ``dtype`` and a few bytes one FP8 step off."""
     (q, s), (qr, sr) = got, want
     assert q.dtype == fmt and q.shape == qr.shape, f"{msg}: q {q.dtype} {tuple(q.shape)}"
     assert s.dtype == torch.float32 and s.shape == sr.shape and s.stride() == sr.stride(), f"{msg}: scales layout"
     assert torch.isfinite(s).all() and (s > 0).all(), f"{msg}: non-finite or non-positive scales"
-    rtol = 1e-6 if EXACT else torch.finfo(dtype).eps + 1e-6
+    rtol = 1e-6 if exact else torch.finfo(dtype).eps + 1e-6
     assert_close_verbose(s, sr, atol=0, rtol=rtol, msg=f"{msg} scales")
     rep = (lambda t: t.double().repeat_interleave(group, dim=-1)) if group else (lambda t: t.double().expand(q.shape))
     want_v, got_v = qr.double() * rep(sr), q.double() * rep(s)
@@ -63,7 +65,7 @@ def check(got, want, fmt, dtype, msg, group: int = 0) -> None:
                            f"first at {[int(i) for i in bad.nonzero()[0]]}: got {got_v[bad][0].item()} "
                            f"want {want_v[bad][0].item()}")
     diff = q.view(torch.uint8) != qr.view(torch.uint8)
-    allowed = 0 if EXACT else max(4, int(0.005 * q.numel()))
+    allowed = 0 if exact else max(4, int(0.005 * q.numel()))
     assert int(diff.sum()) <= allowed, (
         f"{msg}: {int(diff.sum())} of {q.numel()} FP8 bytes differ from the reference (all within one ulp); first at "
         f"{[int(i) for i in diff.nonzero()[0]]}: got {q.view(torch.uint8)[diff][0].item():#04x} "
@@ -229,7 +231,12 @@ def test_silu_and_mul_group_quant(seed, fmt, dtype, column_major, lead, d, group
     got = run_silu(x, fmt, group, column_major)
     want = ref.silu_and_mul_group_quant(x, group, column_major, fmt)
     assert got[1].stride() == want[1].stride(), "the scales keep the layout they were given"
-    check(got, want, fmt, dtype, f"silu g{group} {lead} d={d} {dtype} cm={column_major}", group)
+    # Not bit-exact even on the CPU: the kernel's float32 silu (the interpreter's numpy exp) and
+    # torch's (its own vectorized exp) can differ by an ulp, which once in a while rounds a
+    # 16-bit product, and so a group's amax and scale, one 16-bit ulp apart (seen: seed
+    # 1306347185, fp16, group 24; float32 products can differ in their last bit the same way).
+    # The quantization itself is checked bit-exactly by the per-token-group tests.
+    check(got, want, fmt, dtype, f"silu g{group} {lead} d={d} {dtype} cm={column_major}", group, exact=False)
     assert torch.equal(x, x0)
     assert not got[0][first][:group].float().any()
     assert got[1][first][0].item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(fmt))
