@@ -28,7 +28,10 @@ def _agree(q, s, qr, sr, fmt, msg):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("tokens,hidden", [(1, 4096), (7, 7168), (257, 4096), (4099, 1536)])
+# (300, 7168) / (300, 4992): the chunked per-token kernel (>= 256 rows, 4096 < H <= 7168; 4992 = 39 x 128:
+# a partial last 1024-column chunk, and still whole 128-groups for per_token_group_quant)
+@pytest.mark.parametrize("tokens,hidden", [(1, 4096), (7, 7168), (257, 4096), (4099, 1536), (300, 7168),
+                                           (300, 4992)])
 def test_triton_matches_torch_reference(seed, fmt, dtype, tokens, hidden):
     x = _x(tokens, hidden, dtype)
     for op, kwargs in (("per_tensor_quant", {}), ("per_token_quant", {}),
