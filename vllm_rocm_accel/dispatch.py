@@ -38,6 +38,9 @@ class Backend:
     run: Callable
     supported: Callable[[torch.device], Reason]
     supports_args: Callable[..., Reason]
+    # fast_path(*args, hint): whether this backend's fast kernel serves the call (policy rules
+    # marked "fast_path" apply only then); None: the backend has no such distinction.
+    fast_path: Optional[Callable[..., bool]] = None
 
 
 class OpDispatch:
@@ -78,23 +81,29 @@ class OpDispatch:
         return self.unsupported_reason(backend, shape.device) or backend.supports_args(*args)
 
     # -- selection -----------------------------------------------------------
-    def select(self, backend: str, args: tuple, key: Optional[tuple] = None) -> Backend:
+    def on_fast_path(self, backend: Backend, args: tuple, hint) -> bool:
+        return backend.fast_path is not None and bool(backend.fast_path(*args, hint))
+
+    def select(self, backend: str, args: tuple, key: Optional[tuple] = None, hint=None) -> Backend:
         """The backend that runs this call. Explicit names raise if they cannot serve.
 
         ``key``, when the op passes one, holds everything the choice depends on (backend
         name, dtypes, device, hidden size, the policy's row bracket, dense layout); the
-        choice is then cached under it, so repeated calls skip the predicates.
+        choice is then cached under it, so repeated calls skip the predicates (a ``hint``
+        must then be part of the key). ``hint``: what the op knows about the call beyond its
+        arguments, passed to the backends' ``fast_path`` predicates (attention: whether the
+        caller needs the lse).
         """
         if key is not None:
             hit = self._chosen.get(key)
             if hit is not None:
                 return hit
-            chosen = self._select(backend, args)
+            chosen = self._select(backend, args, hint)
             self._chosen[key] = chosen
             return chosen
-        return self._select(backend, args)
+        return self._select(backend, args, hint)
 
-    def _select(self, backend: str, args: tuple) -> Backend:
+    def _select(self, backend: str, args: tuple, hint=None) -> Backend:
         if backend == "auto":
             backend = settings.get_settings().backend_override(self.op)
         if backend != "auto":
@@ -106,21 +115,23 @@ class OpDispatch:
             if reason is not None:
                 raise ValueError(f"{self.op}: backend {backend!r} cannot serve this call: {reason}")
             return self.backends[backend]
-        return self.auto(args)
+        return self.auto(args, hint)
 
-    def auto(self, args: tuple) -> Backend:
+    def auto(self, args: tuple, hint=None) -> Backend:
         shape = self.call_shape(*args)
         for rule in policy.rules_for(self.op, shape.device):
             backend = self.backends.get(rule.backend)
             if backend is None or not rule.matches(shape):
                 continue
+            if rule.fast_path and not self.on_fast_path(backend, args, hint):
+                continue
             if self.unsupported_reason(backend, shape.device) is None and backend.supports_args(*args) is None:
                 return backend
         return self.backends["torch"]
 
-    def explain(self, args: tuple) -> list[tuple[str, str]]:
+    def explain(self, args: tuple, hint=None) -> list[tuple[str, str]]:
         """For doctor: each backend with 'chosen' or the reason auto passed it over."""
-        chosen = self.auto(args).name
+        chosen = self.auto(args, hint).name
         shape = self.call_shape(*args)
         rules = policy.rules_for(self.op, shape.device)
         out = []
@@ -129,7 +140,8 @@ class OpDispatch:
                 out.append((name, "no implementation"))
                 continue
             if name == chosen:
-                rule = next((r for r in rules if r.backend == name and r.matches(shape)), None)
+                rule = next((r for r in rules if r.backend == name and r.matches(shape)
+                             and (not r.fast_path or self.on_fast_path(self.backends[name], args, hint))), None)
                 out.append((name, "chosen" + (f" (policy: {rule.describe()})" if rule else " (fallback)")))
                 continue
             reason = self.refusal(name, args)

@@ -330,3 +330,39 @@ def test_inputs_and_flops():
     assert attention_flops(1, 1, 128, 64, 32, 16, mode="bwd") == 2.5 * 2 * 128 * 64 * 48
     # causal Sq > Sk: rows 0..Sq-Sk-1 see nothing, then 1..Sk keys
     assert attention_flops(1, 1, 6, 4, 8, causal=True) == 2 * (1 + 2 + 3 + 4) * 16
+
+
+# -- the cuDNN/flash fast path the cuda policy prefers (predicate only: no GPU here) --------------
+def _cuda_like(*shape, dtype=torch.bfloat16):
+    """A tensor that says it lives on cuda:0, with no GPU: for predicate tests only."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    return FakeTensor(FakeTensorMode(), torch.empty(*shape, dtype=dtype, device="meta"), torch.device("cuda", 0))
+
+
+def _fast(b=2, sq=64, sk=64, hq=4, hk=4, d=64, dv=None, dtype=torch.bfloat16, causal=False, window=(-1, -1),
+          softcap=0.0, alibi=False, dropout=0.0, need_lse=False, device="cuda"):
+    make = _cuda_like if device == "cuda" else (lambda *s, dtype: torch.empty(*s, dtype=dtype))
+    q, k, v = make(b, sq, hq, d, dtype=dtype), make(b, sk, hk, d, dtype=dtype), make(b, sk, hk, dv or d, dtype=dtype)
+    slopes = make(hq, dtype=torch.float32) if alibi else None
+    p = check_dense(q, k, v, None, causal, window, softcap, slopes, dropout)
+    return ta.fast_path(q, k, v, None, None, slopes, p, need_lse)
+
+
+def test_fast_path_takes_plain_dense_forwards():
+    assert _fast()
+    assert _fast(causal=True)
+    assert _fast(d=128, dtype=torch.float16, causal=True, sq=300, sk=300)
+    assert _fast(hq=8, hk=8, d=128, sq=17, sk=900)
+
+
+@pytest.mark.parametrize("case", [
+    dict(need_lse=True), dict(need_lse=None), dict(device="cpu"), dict(dtype=torch.float32), dict(hk=1),
+    dict(d=256), dict(d=72), dict(d=96), dict(dv=32), dict(causal=True, sq=32, sk=64), dict(window=(8, 0)),
+    dict(softcap=5.0), dict(alibi=True), dict(dropout=0.1), dict(sk=0),
+], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_fast_path_declines_what_sdpa_would_mask_or_lacks(case):
+    """lse wanted (or unknown), not a GPU, fp32, GQA, head dims other than the measured 64 / 128, Dv != D, causal with Sq != Sk (SDPA's causal is top-left), windows, softcap,
+    ALiBi, dropout, empty keys: the Triton forward (or the math path) serves those."""
+    assert not _fast(**case)
+

@@ -109,3 +109,68 @@ def test_auto_never_raises_on_odd_calls(seed):
         w = torch.randn(x.shape[-1])
         out = rocm_accel_ops.rms_norm(x, w, 1e-5)
         assert out.shape == x.shape
+
+
+# -- rules marked "fast_path" ------------------------------------------------------------------
+def _fast_dispatch(fast):
+    from vllm_rocm_accel import dispatch
+
+    seen = []
+
+    def fast_path(x, hint):
+        seen.append(hint)
+        return fast(x, hint)
+
+    ok = lambda *a: None  # noqa: E731
+    backends = [dispatch.Backend("torch", lambda x: "torch", ok, ok, fast_path=fast_path),
+                dispatch.Backend("triton", lambda x: "triton", ok, ok)]
+    shape = lambda x: dispatch.CallShape(torch.device("cpu"), torch.float32, 1, 1)  # noqa: E731
+    return dispatch.OpDispatch("fast_path_probe_op", backends, shape), seen
+
+
+def test_fast_path_rules_apply_only_where_the_backend_says_so(monkeypatch):
+    rules = (policy._rule({"backend": "torch", "fast_path": True}, "test"), policy._rule({"backend": "triton"}, "test"))
+    monkeypatch.setattr(policy, "rules_for", lambda op, device: rules)
+    d, seen = _fast_dispatch(lambda x, hint: hint is False)
+    x = torch.empty(1)
+    assert d.select("auto", (x,), hint=False).name == "torch"
+    assert d.select("auto", (x,), hint=True).name == "triton"
+    assert d.select("auto", (x,)).name == "triton"  # no hint: not the fast path
+    assert seen == [False, True, None]
+    assert d.select("torch", (x,), hint=True).name == "torch"  # explicit names ignore the rule's condition
+    assert dict(d.explain((x,), hint=False))["torch"] == "chosen (policy: torch fast path)"
+    assert dict(d.explain((x,), hint=True))["triton"].startswith("chosen")
+
+
+def test_fast_path_key_must_be_a_bool():
+    assert policy._rule({"backend": "torch", "fast_path": True}, "t").fast_path
+    assert not policy._rule({"backend": "torch"}, "t").fast_path
+    with pytest.raises(Exception, match="bad policy rule"):
+        policy._rule({"backend": "torch", "fast_path": "yes"}, "t")
+
+
+def test_cuda_attention_policy_takes_sdpa_only_for_lse_free_dense_calls(monkeypatch):
+    """The shipped cuda policy (measured on an H200): cuDNN SDPA through the torch backend for a
+    dense bf16 forward of >= 4096 keys nobody needs the lse of; our Triton kernel when the lse is
+    wanted (autograd, return_lse), for shorter keys, or where the fast path declines (GQA here)."""
+    from vllm_rocm_accel.checks.attention import check_dense
+    from vllm_rocm_accel.ops import attention as attn
+
+    monkeypatch.setattr(policy, "family_of", lambda device: "cuda" if device.type == "cuda" else "cpu")
+    policy._clear()
+    try:
+        q, k, v = (_cuda_like(2, 4096, 8, 128) for _ in range(3))
+        p = check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.0)
+        args = (q, k, v, None, None, None, p)
+        assert attn.FLASH_ATTN_FWD.auto(args, False).name == "torch"
+        assert attn.FLASH_ATTN_FWD.auto(args, True).name == "triton"
+        kg, vg = _cuda_like(2, 4096, 2, 128), _cuda_like(2, 4096, 2, 128)
+        pg = check_dense(q, kg, vg, None, True, (-1, -1), 0.0, None, 0.0)
+        assert attn.FLASH_ATTN_FWD.auto((q, kg, vg, None, None, None, pg), False).name == "triton"
+        assert attn.FLASH_ATTN_BWD.auto(args).name == "triton"
+        qs, ks, vs = (_cuda_like(2, 1024, 8, 128) for _ in range(3))  # below the measured crossover
+        ps = check_dense(qs, ks, vs, None, True, (-1, -1), 0.0, None, 0.0)
+        assert attn.FLASH_ATTN_FWD.auto((qs, ks, vs, None, None, None, ps), False).name == "triton"
+    finally:
+        monkeypatch.undo()
+        policy._clear()

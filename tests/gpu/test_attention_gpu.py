@@ -124,3 +124,26 @@ def test_decode_and_empty_rows_on_gpu(seed):
     out2, lse2 = ta.forward(q2, k2, k2, None, None, None, p2, True)
     assert torch.equal(out2[:, :500], torch.zeros_like(out2[:, :500]))
     assert bool((lse2[:, :, :500] == float("inf")).all()) and bool(torch.isfinite(lse2[:, :, 500:]).all())
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_auto_fast_path_on_gpu(seed, causal):
+    """auto on a dense bf16 no-grad forward of 4096 keys takes the torch backend's SDPA (cuDNN)
+    path, as the cuda policy says, with the same numbers as float64; with the lse asked for it takes triton."""
+    from vllm_rocm_accel import rocm_accel_ops
+
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    # 4096 keys: the policy's fast-path rule starts there (measured crossover)
+    q, k, v = (torch.randn(1, 4096, 4, 128, generator=gen, device="cuda").bfloat16() for _ in range(3))
+    p = check_dense(q, k, v, None, causal, (-1, -1), 0.0, None, 0.0)
+    rocm_accel_ops.reset_call_counts()
+    with torch.no_grad():
+        out = rocm_accel_ops.flash_attn_func(q, k, v, causal=causal)
+        out2, lse = rocm_accel_ops.flash_attn_func(q, k, v, causal=causal, return_lse=True)
+    assert rocm_accel_ops.call_counts() == {("flash_attn_fwd", "torch"): 1, ("flash_attn_fwd", "triton"): 1}
+    out64, lse64 = ref_attention(q.double(), k.double(), v.double(), p, None, None, None, lowp=False)
+    outlo, _ = ref_attention(q, k, v, p, None, None, None, lowp=True)
+    atol = rounding_atol(out64, outlo, q.dtype)
+    assert_close_verbose(out, out64, atol=atol, rtol=0, msg=f"auto fast path seed={seed}")
+    assert_close_verbose(out2, out64, atol=atol, rtol=0, msg=f"auto with lse seed={seed}")
+    assert_close_verbose(lse, lse64, atol=LSE_ATOL, rtol=0, msg=f"lse seed={seed}")

@@ -87,7 +87,8 @@ def _dispatch(op: str, runs: dict) -> dispatch.OpDispatch:
         [
             dispatch.Backend("aiter", runs["aiter"], _aiter_supported, aiter_attn.supports_args),
             dispatch.Backend("triton", runs["triton"], dispatch.triton_supported, _triton_supports),
-            dispatch.Backend("torch", runs["torch"], dispatch.torch_supported, torch_attn.supports_args),
+            dispatch.Backend("torch", runs["torch"], dispatch.torch_supported, torch_attn.supports_args,
+                             fast_path=torch_attn.fast_path if op == FWD else None),
         ],
         _call_shape,
     )
@@ -147,7 +148,7 @@ def flash_attn_fwd_impl(
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p)
-    impl = FLASH_ATTN_FWD.select(backend, args)
+    impl = FLASH_ATTN_FWD.select(backend, args, hint=bool(return_lse))  # the hint: need_lse
     count(FWD, impl.name)
     if _trivial(p):
         return _empty_result(q, p, return_lse)

@@ -3,7 +3,10 @@
 Files beside this module, one per device family: ``cpu.json``, ``cuda.json``
 (measured on an H100), ``rocm_gfx9.json`` (gfx90a / gfx942 / gfx950). A rule
 names a backend and, optionally, the dtypes and row/column ranges it applies
-to; the first rule whose backend can serve the call wins. ``torch`` is the
+to, and ``"fast_path": true`` (the rule applies only where that backend's
+``fast_path`` predicate says its fast kernel serves the call, e.g. the torch
+attention backend's cuDNN SDPA); the first rule whose backend can serve the
+call wins. ``torch`` is the
 implicit last resort. ``VLLM_ROCM_ACCEL_POLICY_FILE`` points at a file of the
 same form whose ops replace the built-in ones (for tuning on a new machine).
 """
@@ -34,6 +37,7 @@ class Rule:
     max_rows: Optional[int] = None
     min_cols: int = 0
     max_cols: Optional[int] = None
+    fast_path: bool = False  # only where the backend's fast_path(...) says its fast kernel serves the call
 
     def matches(self, shape) -> bool:
         if self.dtypes is not None and shape.dtype not in self.dtypes:
@@ -52,12 +56,14 @@ class Rule:
             parts.append(f"rows {self.min_rows}..{self.max_rows if self.max_rows is not None else 'inf'}")
         if self.min_cols or self.max_cols is not None:
             parts.append(f"cols {self.min_cols}..{self.max_cols if self.max_cols is not None else 'inf'}")
+        if self.fast_path:
+            parts.append("fast path")
         return " ".join(parts)
 
 
 def _rule(entry: dict, where: str) -> Rule:
-    unknown = set(entry) - {"backend", "dtypes", "min_rows", "max_rows", "min_cols", "max_cols", "why"}
-    if unknown or entry.get("backend") not in settings.BACKENDS:
+    unknown = set(entry) - {"backend", "dtypes", "min_rows", "max_rows", "min_cols", "max_cols", "fast_path", "why"}
+    if unknown or entry.get("backend") not in settings.BACKENDS or not isinstance(entry.get("fast_path", False), bool):
         raise settings.SettingsError(f"bad policy rule {entry!r} in {where}")
     dtypes = entry.get("dtypes")
     return Rule(
@@ -67,6 +73,7 @@ def _rule(entry: dict, where: str) -> Rule:
         max_rows=entry.get("max_rows"),
         min_cols=entry.get("min_cols", 0),
         max_cols=entry.get("max_cols"),
+        fast_path=entry.get("fast_path", False),
     )
 
 

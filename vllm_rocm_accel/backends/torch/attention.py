@@ -285,6 +285,30 @@ def _sdpa_eligible(q: torch.Tensor, p: AttnProblem) -> bool:
     return (q.device.type in _SDPA_DEVICES and p.dropout_p == 0 and p.softcap == 0 and not p.has_alibi)
 
 
+_FAST_DTYPES = (torch.float16, torch.bfloat16)
+_FAST_HEAD_DIMS = (64, 128)  # the head dims the cuda policy's crossover was measured at
+
+
+def fast_path(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, need_lse) -> bool:
+    """Whether this call runs SDPA with no mask on a CUDA device, where torch's cuDNN / flash
+    kernels serve it: a dense batch (no cu_seqlens) forward that needs no lse (``need_lse`` is
+    False: no return_lse, no gradient), fp16/bf16, one query head per kv head, D == Dv in
+    {64, 128} (the measured head dims), no dropout / softcap / ALiBi, and either no mask at all or plain
+    causal with seqlen_q == seqlen_k (SDPA's top-left causal is then our bottom-right one).
+
+    The cuda policy puts torch first for such calls (measured on an H200: cuDNN's forward
+    1.3-1.5x our Triton forward there; docs/performance.md)."""
+    if need_lse is not False or q.device.type != "cuda" or p.varlen or q.dtype not in _FAST_DTYPES:
+        return False
+    if p.group != 1 or p.head_dim != p.head_dim_v or p.head_dim not in _FAST_HEAD_DIMS:
+        return False
+    if not _sdpa_eligible(q, p) or p.seqlen_q == 0 or p.seqlen_k == 0:
+        return False
+    no_mask = p.window_left < 0 and p.window_right < 0
+    causal = p.window_left < 0 and p.window_right == 0 and p.seqlen_q == p.seqlen_k
+    return no_mask or causal
+
+
 def _sdpa_padded(qp, kp, vp, lens_q, lens_k, p: AttnProblem) -> torch.Tensor:
     """(B, S, H, D) batches in the input dtype -> out (B, Sq, Hq, Dv); differentiable."""
     qb, kb, vb = qp.transpose(1, 2), kp.transpose(1, 2), vp.transpose(1, 2)
