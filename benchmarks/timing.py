@@ -1,4 +1,10 @@
-"""Timing helpers shared by the benchmark scripts (GPU needed)."""
+"""Timing helpers shared by the benchmark scripts (GPU needed).
+
+* :func:`interleaved_per_call`: host-clock time of back-to-back eager calls (host launch cost
+  included, or host time only);
+* :func:`graph_time_ms`: GPU time of one CUDA-graph replay, cold L2 (no host launch cost: what a
+  step replayed from a graph, as vLLM's decode is, pays).
+"""
 
 from __future__ import annotations
 
@@ -27,3 +33,31 @@ def interleaved_per_call(fns: dict, n: int, trials: int, *, include_device: bool
             samples[name].append((time.perf_counter() - t0) / n)
     torch.cuda.synchronize()
     return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
+
+
+def graph_time_ms(fn, flush, reps: int = 20) -> float:
+    """Median milliseconds of one replay of a CUDA graph of the zero-arg ``fn``, between CUDA
+    events (GPU time: the host's launch cost is not in it), with ``flush`` (a device buffer larger
+    than L2, e.g. 256 MB of uint8) zeroed before each replay outside the timed events, so every
+    replay starts with a cold L2. ``fn`` runs once eagerly (compiles, allocates) and once on a side
+    stream before the capture; whatever it allocates during capture comes from the graph's pool."""
+    fn()
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for i in range(reps):
+        flush.zero_()
+        starts[i].record()
+        g.replay()
+        ends[i].record()
+    torch.cuda.synchronize()
+    times = sorted(a.elapsed_time(b) for a, b in zip(starts, ends))
+    return times[len(times) // 2]

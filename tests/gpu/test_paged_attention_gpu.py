@@ -161,3 +161,30 @@ def test_float32_splits_exact_to_fp32():
         out, lse = _run(*args, p, splits)
         assert_close_verbose(out, base, atol=1e-5, rtol=1e-5, msg=f"fp32 G={splits} vs G=1")
         assert_close_verbose(lse, base_lse, atol=1e-5, rtol=1e-5, msg=f"fp32 lse G={splits} vs G=1")
+
+
+DECODE_SEQS = [(1, 1), (1, 37), (1, 1000), (1, 4099), (1, 300), (1, 8192)]
+
+
+@pytest.mark.parametrize("dtype,fp8", [(torch.bfloat16, False), (torch.bfloat16, True), (torch.float16, False),
+                                       (torch.float32, False)], ids=["bf16", "bf16-fp8-cache", "fp16", "fp32"])
+def test_decode_only_batch(monkeypatch, dtype, fp8):
+    """A batch of decodes only (max_seqlen_q == 1): the configs' decode rules (cuda: 128-key tiles,
+    measured on an H200; float32: 64-key tiles) for each dtype, forced G = 1 / 4 and the heuristic's
+    G (num_splits resolved as the op does), against float64."""
+    from vllm_rocm_accel import split_k
+
+    monkeypatch.setitem(globals(), "SEQS", DECODE_SEQS)
+    args = _batch(4321 + fp8, 16, dtype, fp8)
+    q, kc, vc, cu_q, seqused, table, k_scale, v_scale = args
+    p = check_paged_args(q, kc, vc, cu_q, seqused, table, 1, max(k for _, k in SEQS), D ** -0.5, True, -1, -1,
+                         0.0, None, k_scale, v_scale, 1)
+    ref, ref_lse = _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp=False)
+    low, _ = _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp=True)
+    atol = max(2 * (ref - low).abs().max().item(), FLOOR[dtype] * ref.abs().max().item())
+    heuristic = split_k.choose_num_splits(len(SEQS), HK, 1, max(k for _, k in SEQS), q.device)
+    for splits in sorted({1, 4, heuristic}):
+        out, lse = _run(*args, p, splits)
+        msg = f"decode {dtype} fp8={fp8} G={splits}"
+        assert_close_verbose(out, ref, atol=atol, rtol=0, msg=msg)
+        assert_close_verbose(lse, ref_lse, atol=LSE_ATOL, rtol=0, msg=msg)

@@ -291,3 +291,28 @@ def test_odd_block_size(gen):
     p = c.problem()
     out, lse = c.run(p, 2)
     check(c, p, out, lse, seed, msg="block_size=24")
+
+
+# --- launch config (no kernel runs) -----------------------------------------------------
+@pytest.fixture
+def cuda_family(monkeypatch):
+    """configs/paged_attention.json read as on an NVIDIA GPU (the ``cuda`` family)."""
+    monkeypatch.setattr(tpa, "_family", lambda device_type: "cuda")
+    tpa.clear_caches()
+    yield
+    monkeypatch.undo()
+    tpa.clear_caches()
+
+
+def test_cuda_decode_rule_is_the_h200_tuned_one(cuda_family):
+    """The cuda decode rule for head dims <= 128: BLOCK_N 128, 4 warps, 2 stages (measured on an
+    H200 with benchmarks/tune_decode.py, 2026-12-01); BLOCK_N still shrinks to short contexts."""
+    assert tpa.launch_config("cuda", 128, True, False, "bfloat16") == (16, 128, 4, 2)
+    assert tpa.launch_config("cuda", 128, True, True, "bfloat16") == (16, 128, 4, 2)  # FP8 cache: same row
+    assert tpa.launch_config("cuda", 256, True, False, "bfloat16") == (16, 32, 4, 2)  # untuned row
+    assert tpa.launch_config("cuda", 128, False, False, "bfloat16") == (64, 64, 4, 2)  # prefill: untuned row
+    g = torch.Generator().manual_seed(0)
+    c = Case(g, [(1, 4096), (1, 100)], hq=32, hk=8, d=128, block_size=16, dtype=torch.bfloat16)
+    assert tpa.block_params(c.problem(), "cuda") == (16, 128, 4, 2)
+    c = Case(g, [(1, 50), (1, 3)], hq=32, hk=8, d=128, block_size=16, dtype=torch.bfloat16)
+    assert tpa.block_params(c.problem(), "cuda") == (16, 64, 4, 2)  # next_pow2(50 keys)
