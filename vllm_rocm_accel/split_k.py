@@ -7,8 +7,9 @@ split of saturated batches that H200 measurements asked for):
   q_block_rows)`` (1 for decode): one program per (sequence, kv head, query block), as the
   kernels launch them without splitting;
 * **saturated**: ``programs >= saturate_waves * multiprocessors`` -> 2 when the call is a decode
-  (max_seqlen_q <= 1) and ``max_seqlen_k >= 2 * saturated_min_keys_per_split`` (long contexts: two passes still gain 5-8% on an H200
-  from 8K keys), else 1 (the combine's traffic costs more than the split gains);
+  (max_seqlen_q <= 1) and ``max_seqlen_k >= 2 * saturated_min_keys_per_split`` (long contexts:
+  two passes still gain 5-9% on an H200 from 8K keys), else 1 (short contexts: the combine's
+  traffic costs more than the split gains; prefill: only decode was measured);
 * **undersubscribed**: the smallest ``G`` in {2, 4, 8, 16} with ``programs * G >= target_waves *
   multiprocessors`` (16 if none reaches it), capped so that every split keeps at least
   ``min_keys_per_split`` keys of ``max_seqlen_k`` (short contexts gain nothing from splitting).
