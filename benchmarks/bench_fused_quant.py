@@ -1,7 +1,7 @@
 """Benchmark the fused FP8 quant family on a GPU: every available backend, the unfused ops back to back,
 and torch.compile of the unfused reference.
 
-    python benchmarks/bench_fused_quant.py [--tokens 1,16,...] [--hidden 4096,7168] [--ops ...] [--csv PATH]
+    python benchmarks/bench_fused_quant.py [--tokens 1,16,...] [--hidden 4096,7168] [--ops ...] [--no-compile] [--csv PATH]
     python benchmarks/bench_fused_quant.py --tune [--tokens 4096,16384] [--hidden 4096,7168]
 
 For each (op, tokens, hidden) with bf16 input and the device's FP8 format it times:
@@ -10,10 +10,11 @@ For each (op, tokens, hidden) with bf16 input and the device's FP8 format it tim
 * ``unfused``: our Triton ops one after the other (``rms_norm`` / ``fused_add_rms_norm`` /
   ``silu_and_mul``, then ``per_token_quant`` / ``per_token_group_quant``): what fusing saves;
 * ``compile``: ``torch.compile`` of the unfused torch reference (``backends/torch/fused_quant.py``),
-  which Inductor fuses itself;
+  which Inductor fuses itself (``--no-compile`` leaves it out: its compiles took a 70 s device
+  call's whole time on the H200 before the first row was printed);
 
 two ways (as ``bench_quant.py``): ``eager`` (``do_bench``, L2 flushed) and ``graph`` (in a CUDA
-graph, device time only; the targets are judged here).
+graph, device time only; the targets are judged here). A line per shape is printed as it finishes.
 
 Ops and ``hidden``: ``rms_norm_dynamic_quant`` and ``fused_add_rms_norm_dynamic_quant`` (H = hidden,
 with a bf16 weight; the fused add updates its residual in place on every call),
@@ -139,17 +140,18 @@ def _dispatch_args(op: str, inputs, fmt):
     return fq_ops.SILU_AND_MUL_GROUP_QUANT, (x, 128, op.endswith("_cm"), fmt)
 
 
-def _candidates(op: str, inputs, fmt):
+def _candidates(op: str, inputs, fmt, with_compile: bool = True):
     disp, args = _dispatch_args(op, inputs, fmt)
     fns = {name: _fused(op, inputs, fmt, name) for name in ("triton", "aiter", "torch")
            if disp.refusal(name, args) is None}
     fns["unfused"] = _unfused(op, inputs, fmt)
-    fns["compile"] = _compiled_reference(op, inputs, fmt)
+    if with_compile:
+        fns["compile"] = _compiled_reference(op, inputs, fmt)
     return fns
 
 
 # --- the benchmark --------------------------------------------------------------------------------
-def bench_shapes(ops, tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
+def bench_shapes(ops, tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16, with_compile=True):
     fmt = fp8.fp8_dtype(torch.device("cuda"))
     elem = torch.empty((), dtype=dtype).element_size()
     rows = []
@@ -158,7 +160,7 @@ def bench_shapes(ops, tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
             for t in tokens:
                 inputs = _inputs(op, t, h, dtype)
                 nbytes = _bytes(op, t, h, elem)
-                fns = _candidates(op, inputs, fmt)
+                fns = _candidates(op, inputs, fmt, with_compile)
                 for fn in fns.values():
                     fn()
                 torch.cuda.synchronize()
@@ -169,7 +171,9 @@ def bench_shapes(ops, tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
                         rows.append(dict(op=op, tokens=t, hidden=h, dtype=str(dtype).removeprefix("torch."),
                                          backend=name, mode=mode, us=round(ms * 1e3, 2),
                                          gbps=round(nbytes / (ms * 1e-3) / 1e9, 1),
-                                         vs_compile=round(times["compile"] / ms, 3)))
+                                         vs_compile=round(times["compile"] / ms, 3) if "compile" in times else ""))
+                    print(f"  {op} {t}x{h} {mode}: " + ", ".join(f"{n} {ms * 1e3:.2f} us" for n, ms in times.items()),
+                          flush=True)
                 del inputs, fns
                 torch.cuda.empty_cache()
     return rows
@@ -185,7 +189,7 @@ def target_summary(rows, copy_gbps) -> list[str]:
         worst = min(sel, key=lambda r: r["gbps"])
         pct = 100 * worst["gbps"] / copy_gbps
         met = "met" if pct >= TARGET["pct_of_copy"] else "NOT met"
-        vs = min(r["vs_compile"] for r in sel)
+        vs = min((r["vs_compile"] for r in sel if r["vs_compile"] != ""), default="n/a (--no-compile)")
         lines.append(f"target {op} >= {TARGET['pct_of_copy']:.0f}% of copy from {TARGET['min_tokens']} tokens "
                      f"(graph): min {pct:.1f}% at {worst['tokens']}x{worst['hidden']} ({worst['gbps']} GB/s): {met}; "
                      f"min triton / compile {vs}x")
@@ -267,6 +271,8 @@ def main(argv=None) -> int:
     p.add_argument("--ops", default=",".join(OPS))
     p.add_argument("--graph-max-tokens", type=int, default=32768)
     p.add_argument("--tune", action="store_true", help="sweep the Triton launch parameters instead")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip the torch.compile reference (its compiles take most of a short run)")
     p.add_argument("--csv", default=None, help="default: benchmarks/results/fused_quant.csv (--tune: fused_quant_tune.csv)")
     args = p.parse_args(argv)
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
@@ -284,7 +290,7 @@ def main(argv=None) -> int:
         _write_csv(args.csv or os.path.join(results, "fused_quant_tune.csv"), TUNE_FIELDS, meta, rows)
         return 0
     tokens = [int(t) for t in (args.tokens or ",".join(map(str, TOKENS))).split(",")]
-    rows = bench_shapes(ops, tokens, hiddens, args.graph_max_tokens)
+    rows = bench_shapes(ops, tokens, hiddens, args.graph_max_tokens, with_compile=not args.no_compile)
     _write_csv(args.csv or os.path.join(results, "fused_quant.csv"), FIELDS, meta, rows)
     print("\n| op | tokens | hidden | mode | backend | us | GB/s | % of copy | x compile |")
     print("|---|---:|---:|---|---|---:|---:|---:|---:|")
