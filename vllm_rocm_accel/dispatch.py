@@ -81,8 +81,11 @@ class OpDispatch:
         return self.unsupported_reason(backend, shape.device) or backend.supports_args(*args)
 
     # -- selection -----------------------------------------------------------
-    def on_fast_path(self, backend: Backend, args: tuple, hint) -> bool:
-        return backend.fast_path is not None and bool(backend.fast_path(*args, hint))
+    def _rule_applies(self, rule: policy.Rule, backend: Backend, shape: CallShape, args: tuple, hint) -> bool:
+        """The rule's shape conditions, and for a ``fast_path`` rule the backend's own predicate."""
+        if not rule.matches(shape):
+            return False
+        return not rule.fast_path or (backend.fast_path is not None and bool(backend.fast_path(*args, hint)))
 
     def select(self, backend: str, args: tuple, key: Optional[tuple] = None, hint=None) -> Backend:
         """The backend that runs this call. Explicit names raise if they cannot serve.
@@ -121,9 +124,7 @@ class OpDispatch:
         shape = self.call_shape(*args)
         for rule in policy.rules_for(self.op, shape.device):
             backend = self.backends.get(rule.backend)
-            if backend is None or not rule.matches(shape):
-                continue
-            if rule.fast_path and not self.on_fast_path(backend, args, hint):
+            if backend is None or not self._rule_applies(rule, backend, shape, args, hint):
                 continue
             if self.unsupported_reason(backend, shape.device) is None and backend.supports_args(*args) is None:
                 return backend
@@ -140,8 +141,8 @@ class OpDispatch:
                 out.append((name, "no implementation"))
                 continue
             if name == chosen:
-                rule = next((r for r in rules if r.backend == name and r.matches(shape)
-                             and (not r.fast_path or self.on_fast_path(self.backends[name], args, hint))), None)
+                rule = next((r for r in rules if r.backend == name
+                             and self._rule_applies(r, self.backends[name], shape, args, hint)), None)
                 out.append((name, "chosen" + (f" (policy: {rule.describe()})" if rule else " (fallback)")))
                 continue
             reason = self.refusal(name, args)

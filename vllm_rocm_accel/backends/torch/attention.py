@@ -298,15 +298,21 @@ def fast_path(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem,
 
     The cuda policy puts torch first for such calls (measured on an H200: cuDNN's forward
     1.3-1.5x our Triton forward there; docs/performance.md)."""
-    if need_lse is not False or q.device.type != "cuda" or p.varlen or q.dtype not in _FAST_DTYPES:
+    if need_lse is not False or p.varlen or q.dtype not in _FAST_DTYPES or _sees_nothing(p):
         return False
     if p.group != 1 or p.head_dim != p.head_dim_v or p.head_dim not in _FAST_HEAD_DIMS:
         return False
-    if not _sdpa_eligible(q, p) or p.seqlen_q == 0 or p.seqlen_k == 0:
+    return _sdpa_eligible(q, p) and _sdpa_causal(p) is not None
+
+
+def _sdpa_causal(p: AttnProblem) -> Optional[bool]:
+    """SDPA's ``is_causal`` for a dense call that needs no mask (no window, or square causal:
+    SDPA's top-left causal is then our bottom-right one); None when a mask is needed."""
+    if p.varlen or p.window_left >= 0:
+        return None
+    if p.window_right < 0:
         return False
-    no_mask = p.window_left < 0 and p.window_right < 0
-    causal = p.window_left < 0 and p.window_right == 0 and p.seqlen_q == p.seqlen_k
-    return no_mask or causal
+    return True if p.window_right == 0 and p.seqlen_q == p.seqlen_k else None
 
 
 def _sdpa_padded(qp, kp, vp, lens_q, lens_k, p: AttnProblem) -> torch.Tensor:
@@ -314,11 +320,9 @@ def _sdpa_padded(qp, kp, vp, lens_q, lens_k, p: AttnProblem) -> torch.Tensor:
     qb, kb, vb = qp.transpose(1, 2), kp.transpose(1, 2), vp.transpose(1, 2)
     sq, sk = qp.shape[1], kp.shape[1]
     mask = seen = None
-    is_causal = False
-    dense = lens_q is None
-    if dense and p.window_left < 0 and p.window_right == 0 and sq == sk:
-        is_causal = True
-    elif not (dense and p.window_left < 0 and p.window_right < 0):
+    is_causal = _sdpa_causal(p)
+    if is_causal is None:
+        is_causal = False
         vis, _ = _visible(p, torch.arange(sq, device=qp.device), torch.arange(sk, device=qp.device),
                           lens_q, lens_k)
         seen = vis.any(dim=-1, keepdim=True)
