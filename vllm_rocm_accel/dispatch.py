@@ -147,7 +147,8 @@ class OpDispatch:
                 continue
             reason = self.refusal(name, args)
             if reason is None:
-                ranked = [r for r in rules if r.backend == name and r.matches(shape)]
+                ranked = [r for r in rules if r.backend == name
+                          and self._rule_applies(r, self.backends[name], shape, args, hint)]
                 reason = (
                     f"ranked below {chosen} by the {policy.family_of(shape.device)} policy"
                     if ranked else f"the {policy.family_of(shape.device)} policy does not use it for this shape"

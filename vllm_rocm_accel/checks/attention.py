@@ -74,6 +74,12 @@ class AttnProblem:
     def windowed(self) -> bool:
         return self.window_left >= 0 or self.window_right >= 0
 
+    @property
+    def sees_nothing(self) -> bool:
+        """No query row can see a key (no query rows, no keys, or a zero max length): out is all
+        zeros and lse all +inf, gradients zeros, whatever the backend; no kernel needs to run."""
+        return self.total_q == 0 or self.total_k == 0 or self.seqlen_q == 0 or self.seqlen_k == 0
+
     def lse_shape(self) -> tuple[int, ...]:
         if self.varlen:
             return (self.num_heads_q, self.total_q)

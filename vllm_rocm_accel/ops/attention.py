@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .. import dispatch, settings
+from .. import dispatch
 from ..backends.aiter import attention as aiter_attn
 from ..backends.torch import attention as torch_attn
 from ..checks.attention import AttnProblem, check_backward, check_dense, check_seqlens_values, check_varlen
@@ -38,6 +38,7 @@ from ..checks.attention import check_op_args as problem_of
 from ..fake_impls import attention as fake
 from ..registry import register_op
 from . import paged_attention as paged
+from .call_prep import grad_needed, host_value_checks_on, unit_last
 from .stats import count
 
 FWD = "flash_attn_fwd"
@@ -100,26 +101,15 @@ FLASH_ATTN_BWD = _dispatch(BWD, {"aiter": aiter_attn.backward, "triton": _triton
 
 # --- the checks shared by impls and fakes -------------------------------------
 def _check_values(p: AttnProblem, cu_seqlens_q, cu_seqlens_k) -> None:
-    if not p.varlen or not settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
-        return
-    if cu_seqlens_q.is_cuda and torch.cuda.is_current_stream_capturing():
-        return  # a host read would break the capture; graphs replay pre-validated metadata
-    check_seqlens_values(cu_seqlens_q, cu_seqlens_k, p.seqlen_q, p.seqlen_k, p.total_q, p.total_k)
-
-
-def _unit_last(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return t if t is None or t.stride(-1) == 1 or t.numel() == 0 else t.contiguous()
+    if p.varlen and host_value_checks_on(cu_seqlens_q):
+        check_seqlens_values(cu_seqlens_q, cu_seqlens_k, p.seqlen_q, p.seqlen_k, p.total_q, p.total_k)
 
 
 def _empty_result(q, p: AttnProblem, return_lse: bool):
-    """Calls no backend needs to see: no query rows, or dense with no keys."""
+    """Calls no backend needs to see (``p.sees_nothing``)."""
     out = torch.zeros(p.out_shape(), dtype=q.dtype, device=q.device)
     lse = torch.full(p.lse_shape() if return_lse else (0,), float("inf"), dtype=torch.float32, device=q.device)
     return out, lse
-
-
-def _trivial(p: AttnProblem) -> bool:
-    return p.total_q == 0 or (not p.varlen and p.seqlen_k == 0)
 
 
 # --- op implementations -----------------------------------------------------
@@ -145,12 +135,12 @@ def flash_attn_fwd_impl(
     p = problem_of(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                    window_left, window_right, softcap, alibi_slopes, dropout_p, seed)
     _check_values(p, cu_seqlens_q, cu_seqlens_k)
-    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+    q, k, v = unit_last(q), unit_last(k), unit_last(v)
     alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p)
     impl = FLASH_ATTN_FWD.select(backend, args, hint=bool(return_lse))  # the hint: need_lse
     count(FWD, impl.name)
-    if _trivial(p):
+    if p.sees_nothing:
         return _empty_result(q, p, return_lse)
     out, lse = impl.run(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p, return_lse)
     if not return_lse:
@@ -183,18 +173,18 @@ def flash_attn_bwd_impl(
     ``return_lse``) is recomputed with one forward pass of the chosen backend."""
     p = problem_of(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                    window_left, window_right, softcap, alibi_slopes, dropout_p, seed)
-    lse_given = lse.numel() > 0 or _trivial(p)
+    lse_given = lse.numel() > 0 or p.sees_nothing
     if lse_given:
         check_backward(dout, out, lse, p)
     else:
         check_backward(dout, out, torch.empty(p.lse_shape(), dtype=torch.float32, device="meta"), p)
     _check_values(p, cu_seqlens_q, cu_seqlens_k)
-    dout, q, k, v, out = (_unit_last(t) for t in (dout, q, k, v, out))
+    dout, q, k, v, out = (unit_last(t) for t in (dout, q, k, v, out))
     alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p)
     impl = FLASH_ATTN_BWD.select(backend, args)
     count(BWD, impl.name)
-    if _trivial(p):
+    if p.sees_nothing:
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     if not lse_given:
         _, lse = FLASH_ATTN_FWD.backends[impl.name].run(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p, True)
@@ -241,10 +231,6 @@ def _prepare(q, k, v):
     return q, k, v, dv
 
 
-def _grad_needed(q, k, v) -> bool:
-    return torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-
-
 def _seed(dropout_p: float) -> int:
     if dropout_p <= 0:
         return 0
@@ -268,7 +254,7 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     q, k, v, dv = _prepare(q, k, v)
     out, lse = torch.ops.rocm_accel.flash_attn_fwd(
         q, k, v, None, None, 0, 0, p.softmax_scale, p.causal, p.window_left, p.window_right, p.softcap,
-        alibi_slopes, p.dropout_p, seed, bool(return_lse) or _grad_needed(q, k, v), backend or "auto",
+        alibi_slopes, p.dropout_p, seed, bool(return_lse) or grad_needed(q, k, v), backend or "auto",
     )
     return _finish(out, lse, dv, return_lse)
 
@@ -309,7 +295,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     out, lse = torch.ops.rocm_accel.flash_attn_fwd(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p.softmax_scale, p.causal,
         p.window_left, p.window_right, p.softcap, alibi_slopes, p.dropout_p, seed,
-        bool(return_lse) or _grad_needed(q, k, v), backend or "auto",
+        bool(return_lse) or grad_needed(q, k, v), backend or "auto",
     )
     return _finish(out, lse, dv, return_lse)
 

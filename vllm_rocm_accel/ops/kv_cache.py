@@ -22,12 +22,13 @@ from typing import Optional
 
 import torch
 
-from .. import dispatch, settings
+from .. import dispatch
 from ..backends.aiter import kv_cache as aiter_kv
 from ..backends.torch import kv_cache as torch_kv
 from ..checks.kv_cache import CacheWrite, check_reshape_and_cache_flash_args, check_slot_values
 from ..fake_impls import kv_cache as fake
 from ..registry import register_op
+from .call_prep import host_value_checks_on
 from .stats import count
 
 OP = "reshape_and_cache_flash"
@@ -80,11 +81,8 @@ RESHAPE_AND_CACHE_FLASH = dispatch.OpDispatch(
 
 
 def _check_values(slot_mapping: torch.Tensor, p: CacheWrite, check_values: bool) -> None:
-    if not check_values or not settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
-        return
-    if slot_mapping.is_cuda and torch.cuda.is_current_stream_capturing():
-        return  # a host read would break the capture; graphs replay pre-validated metadata
-    check_slot_values(slot_mapping, p.num_slots)
+    if check_values and host_value_checks_on(slot_mapping):
+        check_slot_values(slot_mapping, p.num_slots)
 
 
 # --- op implementation --------------------------------------------------------

@@ -27,25 +27,26 @@ The argument checks (shapes, dtypes, devices) run regardless.
 
 Backends: aiter (AMD's paged/varlen kernels, gated by ``VLLM_ROCM_USE_AITER_MHA`` as vLLM gates its
 ROCM_AITER_FA backend, whose paged path runs them), triton (ours) and torch (gather, then attend).
-The aiter and triton adapters are imported on first use.
+The triton adapter is imported on first use (it imports triton); the aiter adapter imports aiter
+itself, lazily.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Optional
 
 import torch
 
-from .. import dispatch, settings
-from ..backends.aiter import attention as aiter_attn
+from .. import dispatch
+from ..backends.aiter import paged_attention as aiter_paged
 from ..backends.torch import paged_attention as torch_paged
 from ..checks.attention import normalize_window
 from ..checks.paged_attention import PagedProblem, check_out, check_paged_args, check_paged_values
 from ..fake_impls import paged_attention as fake
 from ..registry import register_op
 from ..split_k import choose_num_splits
+from .call_prep import grad_needed, host_value_checks_on, unit_last
 from .stats import count
 
 FWD = "paged_attn_fwd"
@@ -53,58 +54,32 @@ FWD_OUT = "paged_attn_fwd_out"
 FEATURE = "mha"  # vLLM runs AITER's paged attention in ROCM_AITER_FA, gated by VLLM_ROCM_USE_AITER_MHA
 
 # --- backends ---------------------------------------------------------------
-_modules: dict[str, object] = {}
+_triton_mod = None
 
 
-def _module(name: str):
-    """backends/<name>/paged_attention.py, imported on first use; None if this build lacks it."""
-    if name not in _modules:
-        full = f"{__package__.rsplit('.', 1)[0]}.backends.{name}.paged_attention"
-        try:
-            _modules[name] = importlib.import_module(full)
-        except ModuleNotFoundError as e:
-            if e.name != full:
-                raise
-            _modules[name] = None
-    return _modules[name]
+def _triton():
+    global _triton_mod
+    if _triton_mod is None:
+        from ..backends.triton import paged_attention as triton_paged  # imports triton: only on first use
 
-
-def _missing(name: str) -> str:
-    return f"no {name} paged-attention backend in this build (vllm_rocm_accel/backends/{name}/paged_attention.py)"
-
-
-def _triton_supported(device: torch.device) -> Optional[str]:
-    return dispatch.triton_supported(device) or (None if _module("triton") is not None else _missing("triton"))
+        _triton_mod = triton_paged
+    return _triton_mod
 
 
 def _triton_supports(*args) -> Optional[str]:
-    return _module("triton").supports_args(*args)
+    return _triton().supports_args(*args)
 
 
 def _triton_forward(*args) -> None:
-    _module("triton").forward(*args)
+    _triton().forward(*args)
 
 
 _aiter_gate = dispatch.aiter_supported_for(FEATURE)
 
 
 def _aiter_supported(device: torch.device) -> Optional[str]:
-    reason = _aiter_gate(device)  # first: nothing below runs (or imports) unless aiter may be used
-    if reason is not None:
-        return reason
-    mod = _module("aiter")
-    if mod is None:
-        return _missing("aiter")
-    arch_reason = getattr(mod, "arch_unsupported_reason", aiter_attn.arch_unsupported_reason)
-    return arch_reason(device)
-
-
-def _aiter_supports(*args) -> Optional[str]:
-    return _module("aiter").supports_args(*args)
-
-
-def _aiter_forward(*args) -> None:
-    _module("aiter").forward(*args)
+    # the flags first: the arch query below runs only where aiter may be used
+    return _aiter_gate(device) or aiter_paged.arch_unsupported_reason(device)
 
 
 def _call_shape(q, key_cache, value_cache, cu_q, seqused_k, block_table, alibi, k_scale, v_scale,
@@ -117,8 +92,8 @@ def _dispatch(op: str) -> dispatch.OpDispatch:
     return dispatch.OpDispatch(
         op,
         [
-            dispatch.Backend("aiter", _aiter_forward, _aiter_supported, _aiter_supports),
-            dispatch.Backend("triton", _triton_forward, _triton_supported, _triton_supports),
+            dispatch.Backend("aiter", aiter_paged.forward, _aiter_supported, aiter_paged.supports_args),
+            dispatch.Backend("triton", _triton_forward, dispatch.triton_supported, _triton_supports),
             dispatch.Backend("torch", torch_paged.forward, dispatch.torch_supported, torch_paged.supports_args),
         ],
         _call_shape,
@@ -131,15 +106,8 @@ PAGED_ATTN_FWD_OUT = _dispatch(FWD_OUT)
 
 # --- the shared body of both ops ----------------------------------------------
 def _check_values(p: PagedProblem, cu_seqlens_q, seqused_k, block_table, check_values: bool) -> None:
-    if not check_values or not settings.get_settings().VLLM_ROCM_ACCEL_CHECK_SEQLENS:
-        return
-    if cu_seqlens_q.is_cuda and torch.cuda.is_current_stream_capturing():
-        return  # a host read would break the capture; graphs replay pre-validated metadata
-    check_paged_values(cu_seqlens_q, seqused_k, block_table, p)
-
-
-def _unit_last(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return t if t is None or t.numel() == 0 or t.stride(-1) == 1 else t.contiguous()
+    if check_values and host_value_checks_on(cu_seqlens_q):
+        check_paged_values(cu_seqlens_q, seqused_k, block_table, p)
 
 
 def _attend(op: str, disp: dispatch.OpDispatch, out: Optional[torch.Tensor], q, key_cache, value_cache,
@@ -152,7 +120,7 @@ def _attend(op: str, disp: dispatch.OpDispatch, out: Optional[torch.Tensor], q, 
     if out is not None:
         check_out(out, p, q)
     _check_values(p, cu_seqlens_q, seqused_k, block_table, check_values)
-    q, block_table = _unit_last(q), _unit_last(block_table)
+    q, block_table = unit_last(q), unit_last(block_table)
     alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
     args = (q, key_cache, value_cache, cu_seqlens_q.contiguous(), seqused_k.contiguous(), block_table, alibi,
             k_scale, v_scale, p)
@@ -235,10 +203,6 @@ def paged_attn_fwd_out_impl(
 
 
 # --- the public function (through ops/attention.py's flash_attn_varlen_func) -------
-def _grad_needed(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
-
-
 def flash_attn_varlen_paged(q, key_cache, value_cache, cu_seqlens_q, max_seqlen_q, max_seqlen_k, *, seqused_k,
                             block_table, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                             softcap=0.0, alibi_slopes=None, return_lse=False, num_splits=0, k_descale=None,
@@ -248,7 +212,7 @@ def flash_attn_varlen_paged(q, key_cache, value_cache, cu_seqlens_q, max_seqlen_
     (Hq, Tq) float32 with ``return_lse``. ``k_descale`` / ``v_descale`` are the FP8 cache's scales.
     Forward only: inputs that need gradients raise ``ValueError``. ``check_values=False`` skips
     the index values' checks (the caller validated them; see the module docstring)."""
-    if _grad_needed(q, key_cache, value_cache):
+    if grad_needed(q, key_cache, value_cache):
         raise ValueError("paged attention (block_table=...) is forward-only: q, key_cache and value_cache must "
                          "not require grad (run it under torch.no_grad() or detach them)")
     if dropout_p != 0:

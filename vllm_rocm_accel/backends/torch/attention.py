@@ -298,7 +298,7 @@ def fast_path(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem,
 
     The cuda policy puts torch first for such calls (measured on an H200: cuDNN's forward
     1.3-1.5x our Triton forward there; docs/performance.md)."""
-    if need_lse is not False or p.varlen or q.dtype not in _FAST_DTYPES or _sees_nothing(p):
+    if need_lse is not False or p.varlen or q.dtype not in _FAST_DTYPES or p.sees_nothing:
         return False
     if p.group != 1 or p.head_dim != p.head_dim_v or p.head_dim not in _FAST_HEAD_DIMS:
         return False
@@ -347,11 +347,6 @@ def _sdpa_padded(qp, kp, vp, lens_q, lens_k, p: AttnProblem) -> torch.Tensor:
 # -- the contract --------------------------------------------------------------------------------
 
 
-def _sees_nothing(p: AttnProblem) -> bool:
-    """No query row can see a key (no keys at all, or no query belongs to a sequence)."""
-    return p.seqlen_k == 0 or p.total_k == 0 or p.seqlen_q == 0
-
-
 def supports_args(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem) -> Optional[str]:
     """Always None: this backend serves every call the checks accept (it is the fallback)."""
     return None
@@ -359,16 +354,15 @@ def supports_args(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProb
 
 def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, need_lse: bool):
     """out (p.out_shape(), q.dtype) and lse (p.lse_shape(), float32; None only on the SDPA path)."""
-    if _sees_nothing(p):
+    if p.sees_nothing:
         out = q.new_zeros(p.out_shape())
         return out, torch.full(p.lse_shape(), _INF, dtype=torch.float32, device=q.device)
+    qp, kp, vp, lens_q, lens_k = _padded(q, k, v, cu_seqlens_q, cu_seqlens_k, p)
     if not need_lse and _sdpa_eligible(q, p):
-        qp, kp, vp, lens_q, lens_k = _padded(q, k, v, cu_seqlens_q, cu_seqlens_k, p)
         out = _sdpa_padded(qp, kp, vp, lens_q, lens_k, p)
         if p.varlen:
             out = _unpad(out, cu_seqlens_q, p.total_q)
         return out.contiguous(), None
-    qp, kp, vp, lens_q, lens_k = _padded(q, k, v, cu_seqlens_q, cu_seqlens_k, p)
     out, lse = _math_forward(qp.float(), kp.float(), vp.float(), lens_q, lens_k, _slopes(alibi_slopes, p), p)
     if p.varlen:
         out = _unpad(out, cu_seqlens_q, p.total_q)
@@ -379,7 +373,7 @@ def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, n
 def backward(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem):
     """(dq, dk, dv) in q/k/v's shapes and dtypes, contiguous. ``out`` and ``lse`` are unused:
     the math path recomputes the probabilities (with the same dropout mask)."""
-    if _sees_nothing(p):
+    if p.sees_nothing:
         return (torch.zeros(q.shape, dtype=q.dtype, device=q.device),
                 torch.zeros(k.shape, dtype=k.dtype, device=k.device),
                 torch.zeros(v.shape, dtype=v.dtype, device=v.device))
