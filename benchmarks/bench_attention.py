@@ -62,7 +62,6 @@ mostly Triton compiling each kernel variant on first use.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import sys
@@ -74,11 +73,16 @@ from typing import Callable, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.append(ROOT)  # run from a checkout without an install (an installed copy still wins)
+BENCH = os.path.join(ROOT, "benchmarks")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)  # timing.py (already first when run as a script)
 
 SHAPES = [(8, 32, 4096, 128), (1, 32, 16384, 128), (16, 16, 1024, 64)]
 VARLEN_LENS = [4096, 1, 3071, 512, 2049, 129, 4000, 1000]  # 8 sequences, 1..4096
 VARLEN_HEADS, VARLEN_HEAD_DIM = 32, 128
-SDPA_NAMES = ("flash", "cudnn", "efficient")  # the reference is the first of these that runs
+# (name, torch.nn.attention.SDPBackend member): the reference is the first of these that runs
+SDPA_BACKENDS = (("flash", "FLASH_ATTENTION"), ("cudnn", "CUDNN_ATTENTION"), ("efficient", "EFFICIENT_ATTENTION"))
+SDPA_NAMES = tuple(name for name, _ in SDPA_BACKENDS)
 FIELDS = ["date", "gpu", "torch", "triton", "shape", "dtype", "causal", "pass", "candidate", "ms", "tflops",
           "rel_err", "note"]
 CHECK_TOL = {"bf16": 2e-2, "fp16": 1e-2}
@@ -115,6 +119,11 @@ def _sdpa_call(F, sdpa_kernel, backend, q, k, v, causal):
     return call
 
 
+def _sdpa_backends(SDPBackend):
+    """SDPA_BACKENDS as (name, SDPBackend member) pairs (torch is imported after --help)."""
+    return [(name, getattr(SDPBackend, member)) for name, member in SDPA_BACKENDS]
+
+
 def _leaves(*ts):
     return tuple(t.detach().clone().requires_grad_(True) for t in ts)
 
@@ -130,8 +139,7 @@ def dense_candidates(env, q, k, v, dout, causal, ours_backends):
             lambda t: t, "ours"))
     qt, kt, vt = _leaves(*(t.transpose(1, 2).contiguous() for t in (q, k, v)))
     doutt = dout.transpose(1, 2).contiguous()
-    for name, backend in zip(SDPA_NAMES, (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION,
-                                           SDPBackend.EFFICIENT_ATTENTION)):
+    for name, backend in _sdpa_backends(SDPBackend):
         cands.append(Candidate(name, _sdpa_call(F, sdpa_kernel, backend, qt, kt, vt, causal), (qt, kt, vt), doutt,
                                lambda t: t.transpose(1, 2), "sdpa"))
     return cands
@@ -161,8 +169,7 @@ def varlen_candidates(env, q, k, v, dout, cu, lens, ours_backends):
 
     qt, kt, vt = _leaves(pad(q), pad(k), pad(v))
     doutt = pad(dout)
-    for name, backend in zip(SDPA_NAMES, (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION,
-                                           SDPBackend.EFFICIENT_ATTENTION)):
+    for name, backend in _sdpa_backends(SDPBackend):
         cands.append(Candidate(name, _sdpa_call(F, sdpa_kernel, backend, qt, kt, vt, True), (qt, kt, vt), doutt,
                                unpad, "sdpa"))
     return cands
@@ -400,6 +407,7 @@ def main(argv=None) -> int:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
 
+    from timing import append_csv
     from vllm_rocm_accel import rocm_accel_ops, settings
     from vllm_rocm_accel.inputs_attention import attention_flops
     from vllm_rocm_accel.ops import stats
@@ -445,14 +453,7 @@ def main(argv=None) -> int:
         del q, k, v, dout
         rows += run_case(env, args, label, True, flops, cands)
 
-    os.makedirs(os.path.dirname(args.csv) or ".", exist_ok=True)
-    new = not os.path.exists(args.csv)
-    with open(args.csv, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({**meta, **row})
+    append_csv(args.csv, FIELDS, [{**meta, **row} for row in rows])
     print_table(rows, names)
     print(f"\n{len(rows)} rows appended to {args.csv}; {time.perf_counter() - t0:.0f} s")
     return 0

@@ -66,7 +66,6 @@ times (the default): ``--eager`` times carry host gaps that favour fewer launche
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import itertools
 import math
@@ -137,15 +136,11 @@ def make_timer(torch, eager: bool):
     return (lambda fn: graph_time_ms(fn, flush)), "graph"
 
 
-def copy_bandwidth(torch, timer=_bench) -> float:
-    """GB/s of a 2 GB device-to-device copy, read + write bytes counted."""
-    n = 1 << 30  # bf16 elements: 2 GB
-    src = torch.empty(n, dtype=torch.bfloat16, device="cuda").normal_()
-    dst = torch.empty_like(src)
-    ms = timer(lambda: dst.copy_(src))
-    del src, dst
-    torch.cuda.empty_cache()
-    return 2 * n * 2 / (ms * 1e-3) / 1e9
+def copy_bandwidth() -> float:
+    """GB/s of a 2 GB device-to-device copy, read + write bytes counted, timed eagerly (``_bench``)."""
+    from timing import copy_gbps
+
+    return copy_gbps(nbytes=2 << 30, timer=_bench)
 
 
 def _decode_inputs(torch, batch, context, block_size, gen):
@@ -173,17 +168,12 @@ def measure_shape(torch, batch, context, block_size, splits_list, sdpa, max_cach
                          None, None, 1)
     out = torch.empty(batch, HQ, D, dtype=torch.bfloat16, device="cuda")
     res, notes = {}, {}
-    for g in [1] + list(splits_list):
+    h = split_k.choose_num_splits(batch, HK, 1, context, q.device)
+    for g in dict.fromkeys([1, *splits_list, h]):  # G=1, the forced splits, then the heuristic's G if new
         def call(g=g):
             tpa.forward(out, q, kc, vc, cu_q, seqused, table, None, None, None, p, None, g)
         call()  # compile outside the timed region
         res[f"G={g}"] = (g, timer(call))
-    h = split_k.choose_num_splits(batch, HK, 1, context, q.device)
-    if f"G={h}" not in res:
-        def call_h():
-            tpa.forward(out, q, kc, vc, cu_q, seqused, table, None, None, None, p, None, h)
-        call_h()
-        res[f"G={h}"] = (h, timer(call_h))
     res["heuristic"] = (h, res[f"G={h}"][1])
     notes["heuristic"] = "time of the forced run of its G"
     cache_bytes = 2 * kc.numel() * kc.element_size()
@@ -313,6 +303,7 @@ def main(argv=None) -> int:
         return 2
     import triton
 
+    from timing import append_csv
     from vllm_rocm_accel import policy, split_k
 
     dev = torch.device("cuda")
@@ -330,7 +321,7 @@ def main(argv=None) -> int:
               "host launch cost not included")
     if not args.no_sdpa:
         print("# sdpa and gather rows: triton.testing.do_bench (eager, host launch gaps included)")
-    copy_gbps = copy_bandwidth(torch)  # eager: see the docstring's copy row
+    copy_gbps = copy_bandwidth()  # eager: see the docstring's copy row
     print(f"copy bandwidth (read + write): {copy_gbps:.0f} GB/s")
 
     results, all_notes, skipped = {}, {}, []
@@ -356,26 +347,21 @@ def main(argv=None) -> int:
         print("  n/a   1: no measured shape has batch x Hk >= the multiprocessor count and context >= 8K")
 
     date = datetime.datetime.now().isoformat(timespec="seconds")
-    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
-    new = not os.path.exists(args.csv)
-    with open(args.csv, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow(dict(date=date, gpu=gpu, torch=torch.__version__, triton=triton.__version__, batch=0, context=0,
-                        block_size=args.block_size, candidate="copy", splits=0, ms="", gbps=f"{copy_gbps:.1f}",
-                        frac_copy="1", note=f"{timer_name}; 2 GB device-to-device copy, read + write bytes"))
-        for (batch, context), res in sorted(results.items()):
-            nbytes = kv_bytes(batch, context)
-            for name, (g, ms) in res.items():
-                gbps = nbytes / (ms * 1e-3) / 1e9
-                kv = name != "gather"
-                w.writerow(dict(date=date, gpu=gpu, torch=torch.__version__, triton=triton.__version__, batch=batch,
-                                context=context, block_size=args.block_size, candidate=name, splits=g,
-                                ms=f"{ms:.5f}", gbps=f"{gbps:.1f}" if kv else "",
-                                frac_copy=f"{gbps / copy_gbps:.3f}" if kv else "",
-                                note=_note(timer_name if kv and name != "sdpa" else "eager",
-                                           all_notes[(batch, context)].get(name, ""))))
+    meta = dict(date=date, gpu=gpu, torch=torch.__version__, triton=triton.__version__)
+    rows = [dict(meta, batch=0, context=0, block_size=args.block_size, candidate="copy", splits=0, ms="",
+                 gbps=f"{copy_gbps:.1f}", frac_copy="1",
+                 note="eager; 2 GB device-to-device copy, read + write bytes")]
+    for (batch, context), res in sorted(results.items()):
+        nbytes = kv_bytes(batch, context)
+        for name, (g, ms) in res.items():
+            gbps = nbytes / (ms * 1e-3) / 1e9
+            kv = name != "gather"
+            rows.append(dict(meta, batch=batch, context=context, block_size=args.block_size, candidate=name, splits=g,
+                             ms=f"{ms:.5f}", gbps=f"{gbps:.1f}" if kv else "",
+                             frac_copy=f"{gbps / copy_gbps:.3f}" if kv else "",
+                             note=_note(timer_name if kv and name != "sdpa" else "eager",
+                                        all_notes[(batch, context)].get(name, ""))))
+    append_csv(args.csv, FIELDS, rows)
     print(f"\nrows appended to {args.csv}")
 
     if args.fit:

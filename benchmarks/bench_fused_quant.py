@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import datetime
 import functools
 import os
@@ -44,7 +43,7 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
-from bench_quant import copy_bandwidth  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from timing import append_csv, copy_gbps as copy_bandwidth  # benchmarks/ is on sys.path when run as a script
 from vllm_rocm_accel import fp8, rocm_accel_ops
 from vllm_rocm_accel.backends.torch import fused_quant as torch_fq
 from vllm_rocm_accel.backends.triton import fused_quant as triton_fq
@@ -253,17 +252,6 @@ def tune(ops, tokens, hiddens, copy_gbps, dtype=torch.bfloat16):
     return rows
 
 
-def _write_csv(path, fields, meta, rows):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({**meta, **row})
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", default=None, help="default: " + ",".join(map(str, TOKENS)) + " (--tune: 4096,16384)")
@@ -287,11 +275,12 @@ def main(argv=None) -> int:
     if args.tune:
         tokens = [int(t) for t in (args.tokens or "4096,16384").split(",")]
         rows = tune(ops, tokens, hiddens, copy_gbps)
-        _write_csv(args.csv or os.path.join(results, "fused_quant_tune.csv"), TUNE_FIELDS, meta, rows)
+        append_csv(args.csv or os.path.join(results, "fused_quant_tune.csv"), TUNE_FIELDS,
+                   [{**meta, **row} for row in rows])
         return 0
     tokens = [int(t) for t in (args.tokens or ",".join(map(str, TOKENS))).split(",")]
     rows = bench_shapes(ops, tokens, hiddens, args.graph_max_tokens, with_compile=not args.no_compile)
-    _write_csv(args.csv or os.path.join(results, "fused_quant.csv"), FIELDS, meta, rows)
+    append_csv(args.csv or os.path.join(results, "fused_quant.csv"), FIELDS, [{**meta, **row} for row in rows])
     print("\n| op | tokens | hidden | mode | backend | us | GB/s | % of copy | x compile |")
     print("|---|---:|---:|---|---|---:|---:|---:|---:|")
     for row in rows:

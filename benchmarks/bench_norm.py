@@ -28,7 +28,7 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
-from timing import interleaved_per_call
+from timing import copy_gbps, interleaved_per_call
 from vllm_rocm_accel import rocm_accel_ops
 from vllm_rocm_accel.backends.torch import norm as torch_norm
 from vllm_rocm_accel.inputs import norm_inputs
@@ -129,14 +129,6 @@ def host_overhead():
     return {name: round(sec * 1e6, 2) for name, sec in per_call.items()}
 
 
-def copy_bandwidth():
-    n = 1 << 28  # 512 MiB of bf16
-    a = torch.empty(n, dtype=torch.bfloat16, device="cuda").normal_()
-    b = torch.empty_like(a)
-    ms = do_bench(lambda: b.copy_(a), warmup=10, rep=100, return_mode="median")
-    return 2 * a.numel() * a.element_size() / (ms * 1e-3) / 1e9
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", default=",".join(map(str, TOKENS)))
@@ -149,7 +141,7 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name()
     meta = dict(date=datetime.date.today().isoformat(), gpu=gpu, torch=torch.__version__, triton=triton.__version__)
     print(meta)
-    copy = copy_bandwidth()
+    copy = copy_gbps()  # 512 MiB of bf16, do_bench median
     print(f"device-to-device copy: {copy:.0f} GB/s (bytes read + written)")
     overhead = host_overhead()
     print("\nhost time per call (us), 1x4096 bf16:")

@@ -31,6 +31,7 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
+from timing import copy_gbps  # benchmarks/ is on sys.path when run as a script
 from vllm_rocm_accel import fp8, rocm_accel_ops
 from vllm_rocm_accel.backends.torch import quant as torch_quant
 from vllm_rocm_accel.ops import quant as quant_ops
@@ -102,14 +103,6 @@ def bench_shapes(ops, tokens, hiddens, graph_max_tokens, dtype=torch.bfloat16):
     return rows
 
 
-def copy_bandwidth():
-    n = 1 << 28
-    a = torch.empty(n, dtype=torch.bfloat16, device="cuda").normal_()
-    b = torch.empty_like(a)
-    ms = do_bench(lambda: b.copy_(a), warmup=10, rep=100, return_mode="median")
-    return 2 * a.numel() * a.element_size() / (ms * 1e-3) / 1e9
-
-
 def target_summary(rows, copy) -> list[str]:
     lines = []
     for op in sorted({r["op"] for r in rows}):
@@ -137,7 +130,7 @@ def main(argv=None) -> int:
     meta = dict(date=datetime.date.today().isoformat(), gpu=torch.cuda.get_device_name(), torch=torch.__version__,
                 triton=triton.__version__)
     print(meta, "fp8:", fp8.fp8_dtype(torch.device("cuda")))
-    copy = copy_bandwidth()
+    copy = copy_gbps()  # 512 MiB of bf16, do_bench median
     print(f"device-to-device copy: {copy:.0f} GB/s (bytes read + written)")
     rows = bench_shapes(args.ops.split(","), [int(t) for t in args.tokens.split(",")],
                         [int(h) for h in args.hidden.split(",")], args.graph_max_tokens)

@@ -31,7 +31,7 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
-from timing import interleaved_per_call
+from timing import copy_gbps, interleaved_per_call
 from vllm_rocm_accel import rocm_accel_ops
 from vllm_rocm_accel.backends.torch.rope import _apply_rotary
 from vllm_rocm_accel.inputs_rope import rope_inputs
@@ -108,14 +108,6 @@ def bench_shapes(tokens, dtypes, graph_max_tokens, b2b_max_tokens):
     return rows
 
 
-def copy_bandwidth():
-    n = 1 << 28  # 512 MiB of bf16
-    a = torch.empty(n, dtype=torch.bfloat16, device="cuda").normal_()
-    b = torch.empty_like(a)
-    ms = do_bench(lambda: b.copy_(a), warmup=10, rep=100, return_mode="median")
-    return 2 * a.numel() * a.element_size() / (ms * 1e-3) / 1e9
-
-
 def host_overhead():
     """Host time per call for one decode token (the GPU never holds the loop back)."""
     from vllm_rocm_accel.backends.triton import rope as triton_rope
@@ -149,7 +141,7 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name()
     meta = dict(date=datetime.date.today().isoformat(), gpu=gpu, torch=torch.__version__, triton=triton.__version__)
     print(meta)
-    copy = copy_bandwidth()
+    copy = copy_gbps()  # 512 MiB of bf16, do_bench median
     print(f"device-to-device copy: {copy:.0f} GB/s (bytes read + written)")
     overhead = host_overhead()
     print("\nhost time per call (us), 1 token, q32/k8/d128 bf16:")

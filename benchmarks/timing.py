@@ -3,11 +3,15 @@
 * :func:`interleaved_per_call`: host-clock time of back-to-back eager calls (host launch cost
   included, or host time only);
 * :func:`graph_time_ms`: GPU time of one CUDA-graph replay, cold L2 (no host launch cost: what a
-  step replayed from a graph, as vLLM's decode is, pays).
+  step replayed from a graph, as vLLM's decode is, pays);
+* :func:`copy_gbps`: the device-to-device copy bandwidth the bandwidth-bound benchmarks compare to;
+* :func:`append_csv`: append result rows to a CSV, the header only when the file is new.
 """
 
 from __future__ import annotations
 
+import csv
+import os
 import time
 
 import torch
@@ -61,3 +65,35 @@ def graph_time_ms(fn, flush, reps: int = 20) -> float:
     torch.cuda.synchronize()
     times = sorted(a.elapsed_time(b) for a, b in zip(starts, ends))
     return times[len(times) // 2]
+
+
+def copy_gbps(nbytes: int = 1 << 29, timer=None) -> float:
+    """GB/s of one device-to-device copy (``dst.copy_(src)``) of an ``nbytes`` bf16 buffer, bytes
+    read + bytes written counted (2 x ``nbytes``). ``timer(fn)`` -> milliseconds; by default
+    ``triton.testing.do_bench``'s median (warmup 10 ms, rep 100 ms, L2 flushed before each run).
+    The buffers are freed (and the allocator's cache emptied) before returning."""
+    if timer is None:
+        from triton.testing import do_bench
+
+        def timer(fn):
+            return do_bench(fn, warmup=10, rep=100, return_mode="median")
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    moved = 2 * src.numel() * src.element_size()
+    ms = timer(lambda: dst.copy_(src))
+    del src, dst
+    torch.cuda.empty_cache()
+    return moved / (ms * 1e-3) / 1e9
+
+
+def append_csv(path: str, fields, rows) -> None:
+    """Append ``rows`` (dicts keyed by ``fields``) to the CSV at ``path``, creating its folder; the
+    header row is written only when the file is new."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow(row)

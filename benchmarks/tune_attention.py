@@ -30,6 +30,7 @@ from triton.testing import do_bench
 
 from vllm_rocm_accel.backends.triton import attention as ta
 from vllm_rocm_accel.checks.attention import check_dense
+from vllm_rocm_accel.inputs_attention import attention_flops, dense_qkv
 
 SHAPES = [(8, 32, 4096, 128), (1, 32, 16384, 128), (16, 16, 1024, 64)]
 
@@ -51,18 +52,6 @@ CANDIDATES = {
         256: [(64, 32, 8, 1), (32, 32, 4, 1), (64, 16, 4, 1)],
     },
 }
-
-
-def _inputs(b, h, s, d, dtype):
-    try:
-        from vllm_rocm_accel.inputs_attention import dense_qkv
-    except ImportError:  # the shared generator not there yet: the same distribution
-        dense_qkv = None
-    if dense_qkv is not None:
-        q, k, v = dense_qkv(b, s, s, h, h, d, dtype=dtype, device="cuda")
-    else:
-        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=dtype) for _ in range(3))
-    return q, k, v
 
 
 def _sdpa(q, k, v, causal, dout):
@@ -94,13 +83,13 @@ def tune(shapes, passes, rep):
     dtype = torch.bfloat16
     for b, h, s, d in shapes:
         bucket = ta.head_bucket(d, d)
-        q, k, v = _inputs(b, h, s, d, dtype)
+        q, k, v = dense_qkv(b, s, s, h, h, d, dtype=dtype, device="cuda")
         dout = torch.randn_like(q)
         for causal in (False, True):
             p = check_dense(q, k, v, None, causal, (-1, -1), 0.0, None, 0.0)
             ref_out, ref_grads = _sdpa(q, k, v, causal, dout)
             out, lse = ta.forward(q, k, v, None, None, None, p, True)
-            flops = 4 * b * h * s * s * d * (0.5 if causal else 1.0)
+            flops = {m: attention_flops(b, h, s, s, d, causal=causal, mode=m) for m in ("fwd", "bwd")}
             for pass_ in passes:
                 key = (bucket, causal, pass_)
                 seen[key] += 1
@@ -123,7 +112,7 @@ def tune(shapes, passes, rep):
                         print(f"      {cand}: MISMATCH vs SDPA, skipped", flush=True)
                         totals[key][cand] = float("inf")
                         continue
-                    tflops = flops * (1.0 if pass_ == "fwd" else 2.5) / (ms * 1e-3) / 1e12
+                    tflops = flops["fwd" if pass_ == "fwd" else "bwd"] / (ms * 1e-3) / 1e12
                     print(f"      {cand}: {ms:.3f} ms ({tflops:.0f} TFLOP/s)", flush=True)
                     totals[key][cand] += ms
         del q, k, v, dout, out, lse, ref_out, ref_grads

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -26,7 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # timing.py, as for the other benchmarks
 
-HQ, HK, D = 32, 8, 128
+from bench_decode import D, HQ, _decode_inputs, kv_bytes  # noqa: E402  (the same decode shape and inputs)
+
 SPLITS = (1, 2, 4, 8, 16)
 # bench_decode.py's grid less 256 x 128K (137 GB of cache)
 DEFAULT_SHAPES = ";".join(f"{b},{c}" for b in (1, 4, 16, 64, 256) for c in (1024, 8192, 32768, 131072)
@@ -56,19 +56,13 @@ def main(argv=None) -> int:
     rows = []
     for batch, ctx in shapes:
         gen = torch.Generator(device="cuda").manual_seed(batch * 7919 + ctx)
-        nblk = batch * math.ceil(ctx / bs)
-        q = torch.randn(batch, HQ, D, device="cuda", generator=gen).to(torch.bfloat16)
-        kc = torch.empty(nblk, bs, HK, D, dtype=torch.bfloat16, device="cuda").normal_(generator=gen)
-        vc = torch.empty_like(kc).normal_(generator=gen)
-        table = torch.randperm(nblk, device="cuda", generator=gen).to(torch.int32).view(batch, -1)
-        cu_q = torch.arange(batch + 1, dtype=torch.int32, device="cuda")
-        used = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
+        q, kc, vc, cu_q, used, table = _decode_inputs(torch, batch, ctx, bs, gen)
         p = check_paged_args(q, kc, vc, cu_q, used, table, 1, ctx, D ** -0.5, True, -1, -1, 0.0, None,
                              None, None, 1)
         out = torch.empty(batch, HQ, D, dtype=torch.bfloat16, device="cuda")
         ref = torch.empty_like(out)
         tpa.forward(ref, q, kc, vc, cu_q, used, table, None, None, None, p, None, 1, params=(16, 64, 4, 2))
-        gb = batch * ctx * HK * 2 * D * 2 / 1e9
+        gb = kv_bytes(batch, ctx) / 1e9
         for bn, warps, stages in CANDIDATES:
             for g in SPLITS:
                 if g > 1 and ctx < g * bn:

@@ -38,6 +38,8 @@ import time
 import torch
 from triton.testing import do_bench_cudagraph
 
+import bench_fused_quant  # benchmarks/ is on sys.path when run as a script
+import bench_quant
 from vllm_rocm_accel.backends.triton import fused_quant as tfq
 from vllm_rocm_accel.backends.triton import quant as tq
 
@@ -168,8 +170,10 @@ def make_inputs(op: str, tokens: int, hidden: int, special: bool):
 
 
 def nbytes(op: str, tokens: int, hidden: int) -> int:
-    per = {"per_token_quant": 3, "rms_norm_dynamic_quant": 3, "fused_add_rms_norm_dynamic_quant": 7}[op]
-    return tokens * hidden * per + 4 * tokens + (0 if op == "per_token_quant" else 2 * hidden)
+    """Bytes read + written by one call on bf16 rows: bench_quant's / bench_fused_quant's count."""
+    if op == "per_token_quant":
+        return bench_quant._bytes(op, tokens, hidden)
+    return bench_fused_quant._bytes(op, tokens, hidden, 2)  # 2: bf16 element bytes
 
 
 def make_call(op: str, inp: dict, ub=None):
@@ -345,7 +349,7 @@ def main(argv=None) -> int:
     print("\nbest per config section and hidden (all its ops together):")
     for (mod, section), sel in sections.items():
         file = "quant.json" if mod is tq else "fused_quant.json"
-        default_section = mod._config()[tq._family(DEVICE)][section]
+        default_section = mod._family_config(DEVICE)[section]
         for h in hiddens:
             order, full, score = ranked(sel, h)
             if not order:
