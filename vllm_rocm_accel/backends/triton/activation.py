@@ -22,6 +22,7 @@ import triton
 from ...kernels.triton import activation as _k
 from . import config_data
 from .config_data import family as _family
+from .config_data import pow2
 from .fast_launch import FastLauncher
 from .norm import _row_stride  # the row geometry the norm launcher uses, shared
 
@@ -32,12 +33,6 @@ _ACT = FastLauncher(_k.act_and_mul_kernel)
 
 
 # --- launch parameters ------------------------------------------------------
-def _pow2(name: str, value: int) -> int:
-    if value < 1 or value & (value - 1):
-        raise ValueError(f"activation.json: {name} must be a power of two, got {value}")
-    return value
-
-
 @functools.lru_cache(maxsize=None)
 def launch_params(device_type: str, d: int, dtype: torch.dtype) -> tuple[int, int, int]:
     """(BLOCK_N, rows_per_program, num_warps) for output rows of ``d`` elements."""
@@ -45,8 +40,9 @@ def launch_params(device_type: str, d: int, dtype: torch.dtype) -> tuple[int, in
     tables = fam["tables"]
     table = tables.get(str(dtype).removeprefix("torch."), tables["default"])
     entry = next((e for e in table if d <= e["max_d"]), table[-1])
-    block = min(_pow2("block_n", int(entry["block_n"])), triton.next_power_of_2(d))
-    return block, _pow2("rows_per_program", int(entry["rows_per_program"])), int(entry["num_warps"])
+    block = min(pow2("block_n", int(entry["block_n"]), "activation.json"), triton.next_power_of_2(d))
+    rows = pow2("rows_per_program", int(entry["rows_per_program"]), "activation.json")
+    return block, rows, int(entry["num_warps"])
 
 
 def clear_caches() -> None:

@@ -27,6 +27,7 @@ import triton
 from ...kernels.triton import attention as _k
 from . import config_data
 from .config_data import family as _family
+from .config_data import pow2
 from .fast_launch import FastLauncher
 
 _config = config_data.loader("attention")  # a module attribute: tests and tuners replace it
@@ -56,12 +57,6 @@ def _block_d(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-def _pow2(name: str, value: int) -> int:
-    if value < 16 or value & (value - 1):
-        raise ValueError(f"attention.json: {name} must be a power of two >= 16, got {value}")
-    return value
-
-
 @functools.lru_cache(maxsize=1024)
 def launch_config(family: str, pass_: str, bucket: int, masked: bool, dtype_name: str) -> tuple:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) of one pass: the first rule of the family's
@@ -75,7 +70,8 @@ def launch_config(family: str, pass_: str, bucket: int, masked: bool, dtype_name
             continue
         if "dtypes" in rule and dtype_name not in rule["dtypes"]:
             continue
-        return (_pow2("BLOCK_M", int(rule["BLOCK_M"])), _pow2("BLOCK_N", int(rule["BLOCK_N"])),
+        return (pow2("BLOCK_M", int(rule["BLOCK_M"]), "attention.json", 16),
+                pow2("BLOCK_N", int(rule["BLOCK_N"]), "attention.json", 16),
                 int(rule["num_warps"]), int(rule["num_stages"]))
     raise ValueError(f"attention.json has no {pass_} rule for head-dim bucket {bucket} (masked={masked}, {dtype_name})")
 
@@ -227,8 +223,7 @@ def backward(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, 
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-    if lse.stride(-1) != 1 or not lse.is_contiguous():
-        lse = lse.contiguous()
+    lse = lse.contiguous()  # itself when already contiguous
     delta = torch.empty_like(lse)
     lse_sb, lse_sh = _lse_strides(lse, p.varlen)
     left, right, qk_scale, cap2 = _scalars(p)

@@ -3,7 +3,8 @@
 Each launcher's parameters live in ``configs/<name>.json``: one section per device family
 (``cuda``, ``rocm``, ``interpret``). A launcher keeps its own cached loader (``_config =
 loader("<name>")``) so that tests and tuners can replace or clear it per module, and picks its
-section with :func:`section` of :func:`family`.
+section with :func:`section` of :func:`family`. :func:`pow2` checks a config's power-of-two
+fields, naming the file and the field; :func:`pow2_ceil` rounds a width up to a power of two.
 """
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ def family(device_type: str) -> str:
 def section(cfg: dict, family_name: str) -> dict:
     """The family's section of a loaded config, the ``cuda`` one where the family has none."""
     return cfg.get(family_name) or cfg["cuda"]
+
+
+def pow2(name: str, value: int, source: str, minimum: int = 1) -> int:
+    """``value`` if it is a power of two >= ``minimum``, else a ValueError naming the config file
+    ``source`` (e.g. ``"quant.json"``) and its field ``name``."""
+    if value < minimum or value & (value - 1):
+        bound = f" >= {minimum}" if minimum > 1 else ""
+        raise ValueError(f"{source}: {name} must be a power of two{bound}, got {value}")
+    return value
+
+
+def pow2_ceil(n: int) -> int:
+    """The smallest power of two >= max(n, 1)."""
+    return 1 << max(0, n - 1).bit_length()

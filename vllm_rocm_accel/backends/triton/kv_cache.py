@@ -23,6 +23,7 @@ from ...checks.kv_cache import CacheWrite
 from ...kernels.triton import kv_cache as _k
 from . import config_data
 from .config_data import family as _family
+from .config_data import pow2_ceil
 from .fast_launch import FastLauncher
 from .quant import format_params
 
@@ -31,18 +32,14 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _WRITE = FastLauncher(_k.reshape_and_cache_flash_kernel)
 
 
-def _pow2_ceil(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
 @functools.lru_cache(maxsize=None)
 def launch_params(device_type: str, num_heads: int, head_dim: int, head_dim_v: int) -> tuple[int, int, int, int]:
     """(BLOCK_H, BLOCK_D, BLOCK_DV, num_warps) for this head geometry."""
     section = config_data.section(_config(), _family(device_type))
-    block_d, block_dv = _pow2_ceil(head_dim), _pow2_ceil(head_dim_v)
+    block_d, block_dv = pow2_ceil(head_dim), pow2_ceil(head_dim_v)
     widest = max(block_d, block_dv)
     block_h = 1
-    while block_h * 2 * widest <= int(section["tile_elems"]) and block_h < _pow2_ceil(num_heads):
+    while block_h * 2 * widest <= int(section["tile_elems"]) and block_h < pow2_ceil(num_heads):
         block_h *= 2
     tile = block_h * widest
     warps = next((int(w) for limit, w in section["num_warps"] if tile <= limit), int(section["num_warps"][-1][1]))

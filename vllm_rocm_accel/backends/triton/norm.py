@@ -23,6 +23,7 @@ import triton
 from ...kernels.triton import norm as _k
 from . import config_data, fast_launch
 from .config_data import family as _family
+from .config_data import pow2
 
 try:
     from triton.compiler import CompiledKernel as _CompiledKernel
@@ -43,9 +44,7 @@ def _launch_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[b
     tables = fam["tables"]
     table = tables.get(str(dtype).removeprefix("torch."), tables["default"])
     entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
-    rows = int(entry["rows_per_program"])
-    if rows < 1 or rows & (rows - 1):
-        raise ValueError(f"norm.json: rows_per_program must be a power of two, got {rows}")
+    rows = pow2("rows_per_program", int(entry["rows_per_program"]), "norm.json")
     return False, triton.next_power_of_2(n_cols), rows, int(entry["num_warps"])
 
 

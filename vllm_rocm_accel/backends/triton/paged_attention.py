@@ -28,6 +28,7 @@ from ...kernels.triton import paged_attention as _k
 from . import config_data
 from .attention import _MAX_GRID_YZ, _DTYPES, _block_d, _fill_tail, _interpreting, _prec, head_bucket
 from .config_data import family as _family
+from .config_data import pow2
 from .fast_launch import FastLauncher
 
 _config = config_data.loader("paged_attention")  # a module attribute: tests and tuners replace it
@@ -44,12 +45,6 @@ def _family_config(device_type: str) -> dict:
     return config_data.section(_config(), _family(device_type))
 
 
-def _pow2(name: str, value: int) -> int:
-    if value < 16 or value & (value - 1):
-        raise ValueError(f"paged_attention.json: {name} must be a power of two >= 16, got {value}")
-    return value
-
-
 @functools.lru_cache(maxsize=1024)
 def launch_config(device_type: str, bucket: int, decode: bool, fp8: bool, dtype_name: str) -> tuple:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) from the first matching ``fwd`` rule."""
@@ -62,7 +57,8 @@ def launch_config(device_type: str, bucket: int, decode: bool, fp8: bool, dtype_
             continue
         if "dtypes" in rule and dtype_name not in rule["dtypes"]:
             continue
-        return (_pow2("BLOCK_M", int(rule["BLOCK_M"])), _pow2("BLOCK_N", int(rule["BLOCK_N"])),
+        return (pow2("BLOCK_M", int(rule["BLOCK_M"]), "paged_attention.json", 16),
+                pow2("BLOCK_N", int(rule["BLOCK_N"]), "paged_attention.json", 16),
                 int(rule["num_warps"]), int(rule["num_stages"]))
     raise ValueError(f"paged_attention.json has no fwd rule for head-dim bucket {bucket} "
                      f"(decode={decode}, fp8={fp8}, {dtype_name})")

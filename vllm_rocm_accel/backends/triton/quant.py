@@ -32,6 +32,7 @@ from ...fp8 import AMAX_FLOOR, FNUZ, FP8_DTYPES, fp8_max
 from ...kernels.triton import quant as _k
 from . import config_data
 from .config_data import family as _family
+from .config_data import pow2, pow2_ceil
 from .fast_launch import FastLauncher
 from .norm import _row_stride  # the row geometry the norm launcher uses, shared
 
@@ -59,15 +60,7 @@ def _table(section: dict, dtype: torch.dtype) -> list:
     return tables.get(str(dtype).removeprefix("torch."), tables["default"])
 
 
-def _pow2(name: str, value: int, source: str = "quant.json") -> int:
-    if value < 1 or value & (value - 1):
-        raise ValueError(f"{source}: {name} must be a power of two, got {value}")
-    return value
-
-
-def _pow2_ceil(n: int) -> int:
-    """The smallest power of two >= max(n, 1)."""
-    return 1 << max(0, n - 1).bit_length()
+_pow2_ceil = pow2_ceil  # the name benchmarks/tune_quant_hidden.py reads
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,8 +81,8 @@ def per_tensor_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tupl
     section = _family_config(device_type)["per_tensor"]
     table = _table(section, dtype)
     entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
-    block = min(_pow2("block_n", int(entry["block_n"])), _pow2_ceil(n_cols))
-    rows = _pow2("rows_per_program", int(entry["rows_per_program"]))
+    block = min(pow2("block_n", int(entry["block_n"]), "quant.json"), pow2_ceil(n_cols))
+    rows = pow2("rows_per_program", int(entry["rows_per_program"]), "quant.json")
     return block, rows, int(entry["num_warps"]), max(1, int(section["amax_programs"]))
 
 
@@ -106,8 +99,8 @@ def row_kernel_params(section: dict, n_cols: int, dtype: torch.dtype,
     norm + quant kernels): whole rows in one pass, or the looped kernel for long / padded rows."""
     looped = section["looped"]
     lentry = next((e for e in looped if n_cols <= e["max_cols"]), looped[-1])
-    lblock, lwarps = _pow2("looped block", int(lentry["block"]), source), int(lentry["num_warps"])
-    block = _pow2_ceil(n_cols)
+    lblock, lwarps = pow2("looped block", int(lentry["block"]), source), int(lentry["num_warps"])
+    block = pow2_ceil(n_cols)
     if n_cols > section["single_pass_max_cols"]:
         return 0, block, 1, lwarps, lblock, lwarps
     table = _table(section, dtype)
@@ -115,7 +108,7 @@ def row_kernel_params(section: dict, n_cols: int, dtype: torch.dtype,
     idle = 1 - n_cols / block  # share of a single-pass tile that padding leaves idle
     padded = n_cols > lblock and idle > section["single_pass_max_idle"]
     looped_from = int(section["padded_looped_min_rows"]) if padded else _NEVER
-    return (looped_from, block, _pow2("rows_per_program", int(entry["rows_per_program"]), source),
+    return (looped_from, block, pow2("rows_per_program", int(entry["rows_per_program"]), source),
             int(entry["num_warps"]), lblock, lwarps)
 
 
@@ -142,11 +135,11 @@ def row_variant_params(section: dict, n_cols: int, dtype: torch.dtype, source: s
     entry = next((e for e in section.get("chunked") or () if n_cols <= e["max_cols"]), None)
     if entry is None or n_cols < 1:
         return rcp_div, never
-    chunk = min(_pow2("chunk", int(entry["chunk"]), source), _pow2_ceil(n_cols))
+    chunk = min(pow2("chunk", int(entry["chunk"]), source), pow2_ceil(n_cols))
     n_chunks = -(-n_cols // chunk)
     if n_chunks > _MAX_CHUNKS:
         return rcp_div, never
-    rows = _pow2("rows_per_program", int(entry.get("rows_per_program", 1)), source)
+    rows = pow2("rows_per_program", int(entry.get("rows_per_program", 1)), source)
     return rcp_div, (int(entry["min_rows"]), chunk, n_chunks, n_cols % chunk == 0, rows,
                      int(entry["num_warps"]), bool(entry.get("hints", False)))
 
@@ -161,10 +154,10 @@ def group_kernel_params(section: dict, group_size: int, dtype: torch.dtype,
                         source: str = "quant.json") -> tuple[int, tuple]:
     """The per-token-group launch choice from a config ``section`` of that shape (shared with
     the fused silu + group quant kernel)."""
-    block_g = _pow2_ceil(group_size)
+    block_g = pow2_ceil(group_size)
     brackets = tuple(
         (int(e["max_tiles"]),
-         max(1, _pow2("elements_per_program", int(e["elements_per_program"]), source) // block_g),
+         max(1, pow2("elements_per_program", int(e["elements_per_program"]), source) // block_g),
          int(e["num_warps"]))
         for e in _table(section, dtype)
     )

@@ -22,6 +22,7 @@ import triton
 from ...kernels.triton import rope as _k
 from . import config_data
 from .config_data import family as _family
+from .config_data import pow2_ceil
 from .fast_launch import FastLauncher
 
 _config = config_data.loader("rope")  # a module attribute: tests and tuners replace it
@@ -30,11 +31,6 @@ _ROPE = FastLauncher(_k.rope_kernel)
 
 
 # --- launch parameters ------------------------------------------------------
-def _pow2_ceil(n: int) -> int:
-    """The smallest power of two >= max(n, 1)."""
-    return 1 << max(0, n - 1).bit_length()
-
-
 def _prev_pow2(n: int) -> int:
     return 1 << (max(1, n).bit_length() - 1)
 
@@ -161,7 +157,7 @@ def rotary_embedding(
          cos_sin_cache, cache_stride,
          tokens, cos_sin_cache.shape[0], q_heads, k_heads, q_per, k_per),
         # ROT_HALF, BLOCK_R, TAIL, BLOCK_TAIL, BLOCK_T, BLOCK_HQ, BLOCK_HK, IS_NEOX, HAS_KEY, INPLACE, IDX64
-        (rot_half, block_r, tail, _pow2_ceil(tail), block_t, block_hq, block_hk,
+        (rot_half, block_r, tail, pow2_ceil(tail), block_t, block_hq, block_hk,
          is_neox, has_key, inplace, reach >= 2**31),
         warps,
     )
