@@ -15,7 +15,7 @@ import torch
 
 from . import fp8, platform, settings
 from .checks.norm import check_rms_norm_args
-from .ops import register_all
+from .ops import attention as _attention, kv_cache as _kv_cache, register_all
 from .ops.stats import call_counts, reset as reset_call_counts
 
 _OPS = register_all()
@@ -23,12 +23,6 @@ _rms_norm = _OPS["rms_norm"]
 _fused_add_rms_norm = _OPS["fused_add_rms_norm"]
 _fused_add_rms_norm_ = _OPS["fused_add_rms_norm_"]
 _Tensor = torch.Tensor
-
-
-def _attention():
-    from .ops import attention
-
-    return attention
 
 
 def _python_types_ok(x, weight, epsilon, residual=None) -> bool:
@@ -330,8 +324,8 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
         """FlashAttention's ``flash_attn_func``: q (B, Sq, Hq, D), k (B, Sk, Hk, D), v (B, Sk, Hk, Dv)
         -> out (B, Sq, Hq, Dv), plus lse (B, Hq, Sq) float32 with ``return_lse``. Differentiable.
         Causal is aligned to the bottom-right corner; rows that see no key give zeros (lse +inf)."""
-        return _attention().flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
-                                            alibi_slopes, deterministic, return_lse, backend or "auto")
+        return _attention.flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                                          alibi_slopes, deterministic, return_lse, backend or "auto")
 
     @staticmethod
     def flash_attn_varlen_func(
@@ -369,7 +363,7 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
         heuristic, 1 = off, G >= 2 = forced; ``out`` is written in place. ``check_values=False``
         skips the host read of the index tensors' values (``VLLM_ROCM_ACCEL_CHECK_SEQLENS``) for a
         caller that validated them itself."""
-        return _attention().flash_attn_varlen_func(
+        return _attention.flash_attn_varlen_func(
             q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
             window_size, softcap, alibi_slopes, deterministic, return_lse, backend or "auto",
             block_table=block_table, seqused_k=seqused_k, num_splits=num_splits, k_descale=k_descale,
@@ -396,10 +390,8 @@ class rocm_accel_ops:  # noqa: N801 - named like vLLM's rocm_aiter_ops
         ``kv_cache_dtype`` "auto" (caches of key's dtype) or "fp8" (FP8 or uint8 caches holding
         ``fp8(x / k_scale)`` / ``fp8(x / v_scale)``, float32 one-element scales). In place.
         ``check_values=False`` skips the host read of the slot values (``VLLM_ROCM_ACCEL_CHECK_SEQLENS``)."""
-        from .ops import kv_cache
-
-        kv_cache.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
-                                         v_scale, backend, check_values)
+        _kv_cache.reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
+                                          v_scale, backend, check_values)
 
     # -- introspection --------------------------------------------------------
     call_counts = staticmethod(call_counts)

@@ -177,15 +177,17 @@ def _dense_empty_rows(p: AttnProblem) -> int:
     return min(max(p.seqlen_q - p.seqlen_k - p.window_right, 0), p.seqlen_q)
 
 
-def _varlen_empty_rows(cu_q: torch.Tensor, cu_k: torch.Tensor, p: AttnProblem) -> torch.Tensor:
-    """Varlen, on the device: (Tq,) bool, rows that see no key or belong to no sequence."""
+def _empty_rows(cu_q: torch.Tensor, seqlens_k: torch.Tensor, p) -> torch.Tensor:
+    """Varlen (and paged), on the device: (Tq,) bool, rows that see no key or belong to no sequence.
+    ``seqlens_k`` (B,) is each sequence's key count; ``p`` an AttnProblem or a PagedProblem (both
+    have ``window_right`` 0 when causal)."""
     rows = torch.arange(p.total_q, device=cu_q.device, dtype=cu_q.dtype)
     b = torch.searchsorted(cu_q, rows, right=True) - 1  # the sequence of each row (B past the end)
     outside = b >= p.batch
     b = b.clamp(0, p.batch - 1)
     start = cu_q[b]
     sq = cu_q[b + 1] - start
-    sk = cu_k[b + 1] - cu_k[b]
+    sk = seqlens_k[b]
     empty = outside | (sk == 0)
     if p.window_right >= 0:
         empty |= (rows - start) < (sq - sk - p.window_right)
@@ -193,6 +195,41 @@ def _varlen_empty_rows(cu_q: torch.Tensor, cu_k: torch.Tensor, p: AttnProblem) -
 
 
 # --- guards ---------------------------------------------------------------------
+# Reasons shared with paged_attention.py (None: fine).
+def _gqa_reason(num_heads_q: int, num_heads_k: int) -> Optional[str]:
+    if num_heads_q % num_heads_k:
+        return f"{num_heads_q} query heads are not a multiple of {num_heads_k} key heads"
+    return None
+
+
+def _head_dims_reason(p, suffix: str) -> Optional[str]:
+    for name, d in (("head_dim", p.head_dim), ("head_dim_v", p.head_dim_v)):
+        if d % HEAD_DIM_MULTIPLE or d > MAX_HEAD_DIM:
+            return f"{name} {d} is not a multiple of {HEAD_DIM_MULTIPLE} up to {MAX_HEAD_DIM}{suffix}"
+    return None
+
+
+def _right_window_reason(causal: bool, right: int, sq: int, sk: int, q_name: str, k_name: str,
+                         who: str) -> Optional[str]:
+    """A right window AITER makes unbounded (``>= sk``) where that is not exact (``< sq - 1``)."""
+    if not causal and 0 <= right and right >= sk and right < sq - 1:
+        return (f"window right {right} >= {k_name} {sk} but < {q_name} - 1: {who} makes it unbounded, "
+                "which would show early query rows keys the window hides")
+    return None
+
+
+def _unit_last_reason(name: str, t: torch.Tensor, who: str) -> Optional[str]:
+    if t.stride(-1) != 1 and t.shape[-1] > 1:
+        return f"{name} has last-dim stride {t.stride(-1)}; {who} needs unit stride"
+    return None
+
+
+def _alibi_reason(alibi_slopes: Optional[torch.Tensor]) -> Optional[str]:
+    if alibi_slopes is not None and alibi_slopes.stride(-1) != 1:
+        return "alibi_slopes must have a unit last-dim stride for aiter"
+    return None
+
+
 def supports_args(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem) -> Optional[str]:
     if p.dtype not in DTYPES:
         return f"aiter MHA takes float16/bfloat16, not {p.dtype}"
@@ -201,31 +238,26 @@ def supports_args(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProb
                 "autograd does not carry to the backward")
     if p.softcap > 0:
         return "softcap is not taken: aiter's dense MHA and every MHA backward have no logits_soft_cap"
-    for name, d in (("head_dim", p.head_dim), ("head_dim_v", p.head_dim_v)):
-        if d % HEAD_DIM_MULTIPLE or d > MAX_HEAD_DIM:
-            return (f"{name} {d} is not a multiple of {HEAD_DIM_MULTIPLE} up to {MAX_HEAD_DIM}, which "
-                    "aiter's MHA kernels require")
-    if p.num_heads_q % p.num_heads_k:
-        return f"{p.num_heads_q} query heads are not a multiple of {p.num_heads_k} key heads"
-    if (not p.causal and p.window_right >= p.seqlen_k and p.window_right >= 0
-            and p.window_right < p.seqlen_q - 1):
-        return (f"window right {p.window_right} >= seqlen_k {p.seqlen_k} but < seqlen_q - 1: aiter makes it "
-                "unbounded, which would show early query rows keys the window hides")
+    reason = (_head_dims_reason(p, ", which aiter's MHA kernels require")
+              or _gqa_reason(p.num_heads_q, p.num_heads_k)
+              or _right_window_reason(p.causal, p.window_right, p.seqlen_q, p.seqlen_k, "seqlen_q", "seqlen_k",
+                                      "aiter"))
+    if reason:
+        return reason
     if (not p.varlen and p.seqlen_q == 1 and p.num_heads_q > p.num_heads_k and p.head_dim != p.head_dim_v
             and not p.has_alibi and _aiter_window(p) == (-1, -1)):
         return ("single-query GQA with head_dim != head_dim_v: aiter's mha_fwd reshapes its output with "
                 "head_dim (mha_fwd_kernels.cu:350-351) and fails")
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.stride(-1) != 1 and t.shape[-1] > 1:
-            return f"{name} has last-dim stride {t.stride(-1)}; aiter MHA needs unit stride"
+        reason = _unit_last_reason(name, t, "aiter MHA")
+        if reason:
+            return reason
         if 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) > MAX_INDEX:
             return f"{name} spans more than 2**31 elements; aiter's kernels index with 32-bit offsets"
     widest = max(p.head_dim, p.head_dim_v)  # out, and the GQA-expanded dk/dv of the backward (ckb:346-348)
     if max(p.total_q, p.total_k) * p.num_heads_q * widest > MAX_INDEX:
         return "an output spans more than 2**31 elements; aiter's kernels index with 32-bit offsets"
-    if alibi_slopes is not None and alibi_slopes.stride(-1) != 1:
-        return "alibi_slopes must have a unit last-dim stride for aiter"
-    return None
+    return _alibi_reason(alibi_slopes)
 
 
 # --- forward --------------------------------------------------------------------
@@ -261,7 +293,7 @@ def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, n
                 causal, left, right, need_lse, False, out=None, block_table=None, bias=None,
                 alibi_slopes=alibi_slopes, gen=None,
             )
-        empty = _varlen_empty_rows(cu_seqlens_q, cu_seqlens_k, p)
+        empty = _empty_rows(cu_seqlens_q, cu_seqlens_k[1:] - cu_seqlens_k[:-1], p)
         out.masked_fill_(empty[:, None, None], 0.0)
         if need_lse:
             lse.masked_fill_(empty[None, :], math.inf)
@@ -350,10 +382,10 @@ def backward(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, 
     arch = _device_arch(q.device)
     causal, left, right = _window_args(p)
     scale = float(p.softmax_scale)
-    dout, q, k, v, out = (t.contiguous() for t in (dout, q, k, v, out))
+    # dout/q/k/v/out come with unit last stride (the op layer), other strides honoured (ckb, ckvb);
     # AITER's convention for rows that see no key (CK's forward writes -inf, bpipe:573 reads it)
     lse = torch.where(torch.isposinf(lse), -math.inf, lse).contiguous()
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))  # contiguous, as the fake
     cvt = _bf16_cvt(arch)
     rng_state = torch.zeros(2, dtype=torch.int64, device=q.device)  # mha_bwd reads it even without dropout (ckb:380)
     if p.varlen:

@@ -44,14 +44,14 @@ from typing import Optional
 
 import torch
 
-from ... import fp8
 from ...checks.kv_cache import CacheWrite
 from . import arch_reason, device_arch as _device_arch
+from .attention import MAX_INDEX as MAX_INT  # C++ int
+from .quant import kernel_fp8_dtype  # ck_tile::fp8_t: OCP on gfx950, fnuz on gfx94x, as AITER's quant kernels
 
 ARCHS = ("gfx90a", "gfx942", "gfx950")
 FP8_ARCHS = ("gfx942", "gfx950")  # ck_tile's hardware FP8 conversions (CK_TILE_FP8_CVT_DEVICE)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # DISPATCH_BY_KV_CACHE_DTYPE
-MAX_INT = 2**31 - 1
 
 
 def _aiter():
@@ -62,11 +62,6 @@ def _aiter():
 
 def arch_unsupported_reason(device: torch.device) -> Optional[str]:
     return arch_reason(_device_arch(device), ARCHS, "aiter's cache kernels are built for {archs}")
-
-
-def kernel_fp8_dtype(arch: str) -> torch.dtype:
-    """The FP8 format ``ck_tile::fp8_t`` is on ``arch`` (OCP on gfx950, fnuz on gfx94x)."""
-    return fp8.FNUZ if fp8.arch_uses_fnuz(arch) else fp8.FN
 
 
 def _dense_rows(name: str, t: torch.Tensor, heads: int, dim: int) -> Optional[str]:
@@ -102,8 +97,9 @@ def supports_args(key, value, key_cache, value_cache, slot_mapping, k_scale, v_s
         return f"a stride or size of {max(ints)} does not fit aiter's int arguments"
     if p.fp8:
         arch = _device_arch(key.device)
-        if arch is not None and arch not in FP8_ARCHS:
-            return f"aiter's FP8 cache writes need {'/'.join(FP8_ARCHS)}, device is {arch}"
+        reason = arch_reason(arch, FP8_ARCHS, "aiter's FP8 cache writes need {archs}")
+        if reason:
+            return reason
         if arch is not None and p.cache_dtype != kernel_fp8_dtype(arch):
             return f"aiter writes {kernel_fp8_dtype(arch)} FP8 caches on {arch}, not {p.cache_dtype}"
     return None

@@ -93,20 +93,31 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from . import arch_reason, device_arch as _device_arch
+# part 1's limits hold here too: ARCHS pa_v1.cuh:21-22, DTYPES ckv:352-356 / pav1:83-100,
+# MAX_HEAD_DIM / HEAD_DIM_MULTIPLE ckv:425-428, MAX_INDEX int32 strides and offsets
+from .attention import (
+    ARCHS,
+    DTYPES,
+    HEAD_DIM_MULTIPLE,
+    MAX_HEAD_DIM,
+    MAX_INDEX,
+    _alibi_reason,
+    _empty_rows,
+    _gqa_reason,
+    _head_dims_reason,
+    _right_window_reason,
+    _unit_last_reason,
+    _window_args,
+)
 
 if TYPE_CHECKING:  # the dataclass lives in checks/paged_attention.py
     from ...checks.paged_attention import PagedProblem
 
-ARCHS = ("gfx90a", "gfx942", "gfx950")  # CK fmha (part 1) and pa_v1.cuh:21-22
-DTYPES = (torch.float16, torch.bfloat16)  # ckv:352-356, pav1:83-100
-MAX_HEAD_DIM = 256  # ckv:425-426
-HEAD_DIM_MULTIPLE = 8  # ckv:427-428
 CK_PAGE_MULTIPLE = 128  # ckv:410
 PA_BLOCK_SIZES = (16, 32)  # pak:259, 267-268
 PA_HEAD_DIM_MULTIPLE = 64  # pak:269, fa:1357-1363
 PA_MAX_GQA_PER_LOOP = 16  # pak:61-62
 PA_PARTITION = 256  # att:191 default partition_size, pak:46 T_PAR_SIZE
-MAX_INDEX = 2**31 - 1  # int32 strides and offsets
 
 
 def _aiter():
@@ -129,18 +140,19 @@ def _common_reason(q, key_cache, value_cache, block_table, alibi_slopes, p: "Pag
         return ("FP8 caches are not taken: mha_varlen_fwd needs k/v in q's dtype with no descale "
                 "(mha_varlen_fwd_kernels.cu:355-356, 366), and paged_attention_v1 quantizes the query to FP8 "
                 "too (pa_kernels.cuh:393-402), which is not our contract's numerics")
-    if p.num_heads_q % p.num_heads_k:
-        return f"{p.num_heads_q} query heads are not a multiple of {p.num_heads_k} key heads"
+    reason = _gqa_reason(p.num_heads_q, p.num_heads_k)
     for name, t in (("q", q), ("key_cache", key_cache), ("value_cache", value_cache)):
-        if t.stride(-1) != 1 and t.shape[-1] > 1:
-            return f"{name} has last-dim stride {t.stride(-1)}; aiter needs unit stride"
+        reason = reason or _unit_last_reason(name, t, "aiter")
+    if reason:
+        return reason
     for name, t in (("key_cache", key_cache), ("value_cache", value_cache)):
         if any(s > MAX_INDEX for s in t.stride()):
             return f"{name} has a stride past 2**31; aiter's kernels take int32 strides"
     if p.total_q * p.num_heads_q * max(p.head_dim, p.head_dim_v) > MAX_INDEX:
         return "q/out span more than 2**31 elements; aiter's kernels index them with 32-bit offsets"
-    if alibi_slopes is not None and alibi_slopes.stride(-1) != 1:
-        return "alibi_slopes must have a unit last-dim stride for aiter"
+    reason = _alibi_reason(alibi_slopes)
+    if reason:
+        return reason
     if p.softcap > 0 and p.has_alibi:
         return ("softcap with ALiBi is not taken: CK's split-KV pipeline skips the cap when ALiBi is on "
                 "(block_fmha_fwd_splitkv_pipeline_qr_ks_vs.hpp:397-430) and paged_attention_v1 caps after "
@@ -153,14 +165,9 @@ def _varlen_reason(p: "PagedProblem") -> Optional[str]:
     if p.block_size % CK_PAGE_MULTIPLE:
         return (f"mha_varlen_fwd needs a page size divisible by {CK_PAGE_MULTIPLE} "
                 f"(mha_varlen_fwd_kernels.cu:410), block_size is {p.block_size}")
-    for name, d in (("head_dim", p.head_dim), ("head_dim_v", p.head_dim_v)):
-        if d % HEAD_DIM_MULTIPLE or d > MAX_HEAD_DIM:
-            return f"{name} {d} is not a multiple of {HEAD_DIM_MULTIPLE} up to {MAX_HEAD_DIM} (mha_varlen_fwd)"
-    if (not p.causal and 0 <= p.window_right and p.window_right >= p.max_seqlen_k
-            and p.window_right < p.max_seqlen_q - 1):
-        return (f"window right {p.window_right} >= max_seqlen_k {p.max_seqlen_k} but < max_seqlen_q - 1: "
-                "mha_varlen_fwd makes it unbounded, which would show early query rows keys the window hides")
-    return None
+    return (_head_dims_reason(p, " (mha_varlen_fwd)")
+            or _right_window_reason(p.causal, p.window_right, p.max_seqlen_q, p.max_seqlen_k, "max_seqlen_q",
+                                    "max_seqlen_k", "mha_varlen_fwd"))
 
 
 def _decode_reason(alibi_slopes, p: "PagedProblem") -> Optional[str]:
@@ -205,35 +212,6 @@ def supports_args(q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_tabl
     return f"{varlen}; {decode}"
 
 
-# --- helpers --------------------------------------------------------------------
-def _window_args(p: "PagedProblem") -> tuple[bool, int, int]:
-    """(is_causal, window_size_left, window_size_right) as AITER's callers pass them (part 1)."""
-    if p.causal:
-        return True, p.window_left, -1
-    return False, p.window_left, p.window_right
-
-
-def _empty_rows(cu_q: torch.Tensor, seqused_k: torch.Tensor, p: "PagedProblem") -> torch.Tensor:
-    """(Tq,) bool on the device: rows that see no key or belong to no sequence."""
-    rows = torch.arange(p.total_q, device=cu_q.device, dtype=cu_q.dtype)
-    b = torch.searchsorted(cu_q, rows, right=True) - 1
-    outside = b >= p.batch
-    b = b.clamp(0, p.batch - 1)
-    start = cu_q[b]
-    sq = cu_q[b + 1] - start
-    sk = seqused_k.to(cu_q.dtype)[b]
-    empty = outside | (sk == 0)
-    right = 0 if p.causal else p.window_right
-    if right >= 0:
-        empty |= (rows - start) < (sq - sk - right)
-    return empty
-
-
-def _int32(t: torch.Tensor) -> torch.Tensor:
-    t = t if t.dtype == torch.int32 else t.to(torch.int32)
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 # --- forward --------------------------------------------------------------------
 def _forward_varlen(out, q, key_cache, value_cache, cu_q, seqused_k, block_table, alibi_slopes, p, lse):
     causal, left, right = _window_args(p)
@@ -249,10 +227,15 @@ def _forward_varlen(out, q, key_cache, value_cache, cu_q, seqused_k, block_table
         out.copy_(o)
     if need_lse:
         lse.copy_(l)
+    empty = _empty_rows(cu_q, seqused_k, p)
+    out.masked_fill_(empty[:, None, None], 0.0)
+    if need_lse:
+        lse.masked_fill_(empty[None, :], math.inf)
 
 
 def _forward_decode(out, q, key_cache, value_cache, cu_q, seqused_k, block_table, alibi_slopes, p):
-    """Decode rows gathered to (B, Hq, D), paged_attention_v1 without cu_query_lens, scattered back."""
+    """Decode rows gathered to (B, Hq, D), paged_attention_v1 without cu_query_lens, scattered back;
+    rows that see no key are written 0."""
     b, hq, d = p.batch, p.num_heads_q, p.head_dim
     row = cu_q[:-1].to(torch.int64)
     has_row = (cu_q[1:] - cu_q[:-1]) == 1
@@ -267,8 +250,10 @@ def _forward_decode(out, q, key_cache, value_cache, cu_q, seqused_k, block_table
         seqused_k, p.max_seqlen_k, alibi_slopes, "auto", "NHD", float(p.softcap), one, one,
         None, PA_PARTITION, 1, p.window_left + 1,
     )
-    # scatter: rows of sequences without a query go to a spare row past the end
-    dest = torch.where(has_row, row, torch.full_like(row, p.total_q))
+    # scatter into zeros: rows of sequences without a query, and of those without keys (the kernel
+    # reads partition -1 there, pak:915-934), go to a spare row past the end. With one query per
+    # sequence these are all the rows that see no key (rows outside every sequence stay 0 too).
+    dest = torch.where(has_row & (seqused_k > 0), row, torch.full_like(row, p.total_q))
     full = torch.zeros(p.total_q + 1, hq, d, dtype=q.dtype, device=q.device)
     full.index_copy_(0, dest, od)
     out.copy_(full[: p.total_q])
@@ -276,22 +261,15 @@ def _forward_decode(out, q, key_cache, value_cache, cu_q, seqused_k, block_table
 
 def forward(out, q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, alibi_slopes,
             k_scale, v_scale, p: "PagedProblem", lse, num_splits) -> None:
-    """Writes every element of ``out`` (and ``lse``). ``num_splits`` is ignored: neither entry takes one."""
+    """Writes every element of ``out`` (and ``lse``). ``num_splits`` is ignored: neither entry takes one.
+    The op layer (ops/paged_attention.py) passes contiguous int32 index tensors (checks/paged_attention.py)
+    and returns before calling here when there are no query rows or no keys at all."""
     del k_scale, v_scale, num_splits  # FP8 is declined; AITER picks its own splits (ckv:534)
-    cu_q = _int32(cu_seqlens_q)
-    seqused_k = _int32(seqused_k)
-    block_table = _int32(block_table)
-    if p.total_q == 0:
-        return
-    decode_ok = _decode_reason(alibi_slopes, p) is None
-    if decode_ok and lse is None:
-        _forward_decode(out, q, key_cache, value_cache, cu_q, seqused_k, block_table, alibi_slopes, p)
+    args = (out, q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, alibi_slopes, p)
+    if _decode_reason(alibi_slopes, p) is None and lse is None:
+        _forward_decode(*args)
     elif _varlen_reason(p) is None:
-        _forward_varlen(out, q, key_cache, value_cache, cu_q, seqused_k, block_table, alibi_slopes, p, lse)
+        _forward_varlen(*args, lse)
     else:
         raise ValueError(f"aiter paged attention: an LSE was asked for, but {_varlen_reason(p)} and "
                          "paged_attention_v1 returns no LSE")
-    empty = _empty_rows(cu_q, seqused_k, p)
-    out.masked_fill_(empty[:, None, None], 0.0)
-    if lse is not None:
-        lse.masked_fill_(empty[None, :], math.inf)
