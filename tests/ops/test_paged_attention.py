@@ -3,26 +3,22 @@ by an independent per-sequence loop (tests/paged_ref.py): mixed prefill chunks a
 sizes 16 and 64, random non-contiguous block tables, FP8 caches, GQA, window, softcap, ALiBi, lse,
 the ``out=`` form, rows past ``cu_seqlens_q[-1]``, forced splits, opcheck, fullgraph compile, and
 bad inputs that must raise before any backend runs. Backends: torch, and triton (under
-TRITON_INTERPRET on the CPU, tiny shapes) once its module exists."""
+TRITON_INTERPRET on the CPU, tiny shapes)."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import pytest
 import torch
 
-from attention_ref import attention_tolerance
+from attention_ref import FLOOR, attention_tolerance
 from helpers import assert_close_verbose
 from paged_ref import paged_case, paged_ref
 from vllm_rocm_accel import dispatch, rocm_accel_ops
+from vllm_rocm_accel.checks.paged_attention import check_paged_args
 from vllm_rocm_accel.inputs_attention import alibi_slopes
 from vllm_rocm_accel.ops import paged_attention as paged_ops
 
-HAVE_TRITON_PAGED = importlib.util.find_spec("vllm_rocm_accel.backends.triton.paged_attention") is not None
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(
-    not HAVE_TRITON_PAGED, reason="backends/triton/paged_attention.py not written yet"))]
-FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+BACKENDS = ["torch", "triton"]
 LSE_TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 1e-3), torch.bfloat16: (2e-3, 1e-3)}
 
 # (q rows, cached keys) per sequence: decodes (q 1) of lengths 1, 17, 300, prefill chunks with
@@ -146,8 +142,9 @@ def test_forced_splits_agree(backend, seed):
         assert_close_verbose(lse, lse1, 1e-5, 1e-6, f"G={g} lse")
 
 
-def test_num_splits_resolution_reaches_the_backend(monkeypatch):
-    """0 resolves through split_k (1 on the CPU); forced values pass through unchanged."""
+def test_num_splits_reaches_the_backend_unchanged(monkeypatch):
+    """The op passes num_splits through (0 = heuristic): only the triton backend splits, so it
+    resolves 0 itself (see test_triton_resolves_num_splits_zero_through_split_k)."""
     seen = []
 
     def spy(out, *args):
@@ -161,7 +158,27 @@ def test_num_splits_resolution_reaches_the_backend(monkeypatch):
     for g in (0, 1, 4):
         _call(case, "torch", num_splits=g)
     _call(case, "torch", num_splits=0, out=torch.empty_like(case.q))
-    assert seen == [1, 1, 4, 1]
+    assert seen == [0, 1, 4, 0]
+
+
+def test_triton_resolves_num_splits_zero_through_split_k(monkeypatch):
+    """0 asks split_k.choose_num_splits with the call's batch, kv heads and max lengths; G >= 1
+    is used as given."""
+    from vllm_rocm_accel.backends.triton import paged_attention as tpa
+
+    asked, launched = [], []
+    monkeypatch.setattr(tpa, "choose_num_splits", lambda *a: asked.append(a) or 3)
+    monkeypatch.setattr(tpa, "_launch", lambda *a: launched.append(a[12]))
+    monkeypatch.setattr(tpa, "_fill_tail", lambda *a: None)
+    case = paged_case([1, 2], [20, 40], heads_q=2, heads_k=1, head_dim=16, block_size=16)
+    p = check_paged_args(case.q, case.key_cache, case.value_cache, case.cu_seqlens_q, case.seqused_k,
+                         case.block_table, 2, 40, 0.25, True, -1, 0, 0.0, None, None, None, 0)
+    out = torch.empty_like(case.q)
+    for g in (0, 1, 4):
+        tpa.forward(out, case.q, case.key_cache, case.value_cache, case.cu_seqlens_q, case.seqused_k,
+                    case.block_table, None, None, None, p, None, g)
+    assert launched == [3, 1, 4]
+    assert asked == [(2, 1, 2, 40, case.q.device)]
 
 
 def test_auto_on_cpu_is_torch_and_counted():
@@ -199,8 +216,6 @@ def test_empty_and_keyless_calls():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_long_context_on_gpu(backend, seed):
-    if backend == "triton" and not HAVE_TRITON_PAGED:
-        pytest.skip("backends/triton/paged_attention.py not written yet")
     case = paged_case([1, 1, 17, 1], [1, 17, 1000, 20000], heads_q=8, heads_k=2, head_dim=128, block_size=16,
                       dtype=torch.bfloat16)
     out, lse = _call(case.to("cuda"), backend, causal=True, return_lse=True)

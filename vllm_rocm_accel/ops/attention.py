@@ -170,7 +170,8 @@ def flash_attn_bwd_impl(
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``flash_attn_fwd``'s ``out``. An empty ``lse`` (the forward ran without
-    ``return_lse``) is recomputed with one forward pass of the chosen backend."""
+    ``return_lse``) goes to the backend as it is: the triton and aiter backwards recompute it with
+    one forward of their own; the torch backward recomputes the probabilities anyway."""
     p = problem_of(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                    window_left, window_right, softcap, alibi_slopes, dropout_p, seed)
     lse_given = lse.numel() > 0 or p.sees_nothing
@@ -186,8 +187,6 @@ def flash_attn_bwd_impl(
     count(BWD, impl.name)
     if p.sees_nothing:
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    if not lse_given:
-        _, lse = FLASH_ATTN_FWD.backends[impl.name].run(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p, True)
     return impl.run(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi, p)
 
 

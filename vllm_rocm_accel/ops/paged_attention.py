@@ -13,9 +13,9 @@ Layouts, FP8 caches and masking: :mod:`vllm_rocm_accel.checks.paged_attention`. 
 is :func:`vllm_rocm_accel.ops.attention.flash_attn_varlen_func` with ``block_table=...`` (the
 facade routes to it), which calls :func:`flash_attn_varlen_paged` here.
 
-``num_splits``: 0 asks :func:`vllm_rocm_accel.split_k.choose_num_splits` (resolved here, so every
-backend gets G >= 1), 1 is off, G >= 2 is forced where the backend can split (triton; the torch
-backend ignores it), negative is a ``ValueError``.
+``num_splits``: 0 asks :func:`vllm_rocm_accel.split_k.choose_num_splits` (in the triton backend,
+the only one that splits: aiter and torch ignore it), 1 is off, G >= 2 is forced there, negative is a
+``ValueError``.
 
 Argument checks run before any backend, and so do the index values' checks (``cu_seqlens_q``,
 ``seqused_k`` against ``max_seqlen_k`` and the table's capacity, the block_table entries each
@@ -45,7 +45,6 @@ from ..checks.attention import normalize_window
 from ..checks.paged_attention import PagedProblem, check_out, check_paged_args, check_paged_values
 from ..fake_impls import paged_attention as fake
 from ..registry import register_op
-from ..split_k import choose_num_splits
 from .call_prep import grad_needed, host_value_checks_on, unit_last
 from .stats import count
 
@@ -135,9 +134,8 @@ def _attend(op: str, disp: dispatch.OpDispatch, out: Optional[torch.Tensor], q, 
         out.zero_()
         lse.fill_(float("inf"))
         return out, lse
-    splits = num_splits or choose_num_splits(p.batch, p.num_heads_k, p.max_seqlen_q, p.max_seqlen_k, q.device)
     target = out if out.stride(-1) == 1 else torch.empty_like(out, memory_format=torch.contiguous_format)
-    impl.run(target, *args, lse if return_lse else None, splits)
+    impl.run(target, *args, lse if return_lse else None, num_splits)
     if target is not out:
         out.copy_(target)
     return out, lse

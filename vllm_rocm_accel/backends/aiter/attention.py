@@ -379,6 +379,8 @@ def _use_v3_bwd_varlen(p: AttnProblem, arch: Optional[str]) -> bool:
 
 
 def backward(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem):
+    if lse.numel() == 0:  # the forward ran without it: AITER's backward needs the forward's lse
+        _, lse = forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p, True)
     arch = _device_arch(q.device)
     causal, left, right = _window_args(p)
     scale = float(p.softmax_scale)

@@ -219,7 +219,10 @@ def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p, need_lse: bool
 def backward(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p, *, params=None):
     """(dq, dk, dv), contiguous, in q/k/v's shapes and dtype. Deterministic (no atomics).
 
-    ``params`` (tuning only): {"bwd_kv": (...), "bwd_q": (...)} as in :func:`forward`."""
+    ``params`` (tuning only): {"bwd_kv": (...), "bwd_q": (...)} as in :func:`forward`. An empty
+    ``lse`` (the forward ran without it) is recomputed with this backend's forward."""
+    if lse.numel() == 0:
+        _, lse = forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p, True)
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)

@@ -25,6 +25,7 @@ import torch
 import triton
 
 from ...kernels.triton import paged_attention as _k
+from ...split_k import choose_num_splits
 from . import config_data
 from .attention import _MAX_GRID_YZ, _DTYPES, _block_d, _fill_tail, _interpreting, _prec, head_bucket
 from .config_data import family as _family
@@ -153,25 +154,19 @@ def _cache_view(cache: torch.Tensor, p, sw_fp8: bool) -> torch.Tensor:
 
 def forward(out, q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, alibi_slopes,
             k_scale, v_scale, p, lse, num_splits: int, *, params: Optional[tuple] = None) -> None:
-    """Writes every element of ``out`` (Tq, Hq, Dv) and, if given, ``lse`` (Hq, Tq) float32.
+    """Writes every element of ``out`` (Tq, Hq, Dv) and, if given, ``lse`` (Hq, Tq) float32; both
+    with a unit last stride (the op layer hands over such views).
 
-    ``num_splits`` >= 1 (the op layer resolved 0). ``params`` (tuning only): (BLOCK_M, BLOCK_N,
-    num_warps, num_stages) instead of the json's row."""
-    dev = q.device
-    out_k = out if out.stride(-1) == 1 else torch.empty(out.shape, dtype=out.dtype, device=dev)
-    lse_k = lse
-    if lse is not None and lse.shape[1] > 1 and lse.stride(1) != 1:
-        lse_k = torch.empty(lse.shape, dtype=torch.float32, device=dev)
-    _launch(out_k, q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, alibi_slopes, k_scale, v_scale,
-            p, lse_k, max(1, int(num_splits)), params)
+    ``num_splits``: 0 = :func:`vllm_rocm_accel.split_k.choose_num_splits` (only this backend
+    splits, so the heuristic runs here), G >= 1 = that many. ``params`` (tuning only): (BLOCK_M,
+    BLOCK_N, num_warps, num_stages) instead of the json's row."""
+    splits = num_splits or choose_num_splits(p.batch, p.num_heads_k, p.max_seqlen_q, p.max_seqlen_k, q.device)
+    _launch(out, q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, alibi_slopes, k_scale, v_scale,
+            p, lse, splits, params)
     if p.total_q > 0:
-        _fill_tail(out_k, out_k.stride(0), out_k.stride(1), p.num_heads_q, p.head_dim_v, cu_seqlens_q, p.batch, 0.0)
-        if lse_k is not None:
-            _fill_tail(lse_k, 1, lse_k.stride(0), p.num_heads_q, 1, cu_seqlens_q, p.batch, float("inf"))
-    if out_k is not out:
-        out.copy_(out_k)
-    if lse_k is not lse:
-        lse.copy_(lse_k)
+        _fill_tail(out, out.stride(0), out.stride(1), p.num_heads_q, p.head_dim_v, cu_seqlens_q, p.batch, 0.0)
+        if lse is not None:
+            _fill_tail(lse, 1, lse.stride(0), p.num_heads_q, 1, cu_seqlens_q, p.batch, float("inf"))
 
 
 def _launch(out, q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, alibi_slopes, k_scale, v_scale,
