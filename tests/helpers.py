@@ -39,6 +39,20 @@ def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: flo
     )
 
 
+def eps_tol(dtype: torch.dtype, ref: torch.Tensor, factor: float) -> tuple[float, float]:
+    """``(atol, rtol) = (factor * eps * max(1, max|ref|), 2 * eps)`` with ``eps`` of ``dtype``: the
+    AITER adapter tests' tolerance against a float64 reference."""
+    eps = torch.finfo(dtype).eps
+    return factor * eps * max(1.0, float(ref.abs().max())), 2 * eps
+
+
+def cuda_like(*shape, dtype=torch.bfloat16) -> torch.Tensor:
+    """A tensor that says it lives on cuda:0, with no GPU: for predicate tests only."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    return FakeTensor(FakeTensorMode(), torch.empty(*shape, dtype=dtype, device="meta"), torch.device("cuda", 0))
+
+
 def interpreter_only():
     """The ``pytestmark`` of a module that runs Triton kernels on CPU tensors: skip unless
     ``TRITON_INTERPRET=1`` (read when the module calls this, after setting its default)."""

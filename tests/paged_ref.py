@@ -8,6 +8,7 @@ so a backend that reads them shows up. With ``fp8`` the cache holds ``fp8(k / k_
 reference keys are the dequantized values ``fp8.float() * k_scale``, so the comparison measures
 the attention, not the quantization.
 
+:func:`case_of` gathers the keys of paged inputs built elsewhere into a :class:`PagedCase`.
 :func:`paged_ref` is ``attention_ref`` (float64, one sequence at a time) on the contiguous keys.
 """
 
@@ -104,6 +105,22 @@ def paged_case(lens_q: Sequence[int], lens_k: Sequence[int], heads_q: int, heads
         max_seqlen_q=max(lens_q, default=0), max_seqlen_k=max(lens_k, default=0) if max_seqlen_k is None else max_seqlen_k,
         k_scale=k_scale, v_scale=v_scale, keys=keys, values=values,
     )
+
+
+def case_of(q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table) -> PagedCase:
+    """The :class:`PagedCase` of (unquantized) paged inputs built elsewhere: sequence ``b``'s keys and
+    values gathered through its block table (slot ``j`` at ``block_table[b, j // block_size]``,
+    offset ``j % block_size``), as float64."""
+    bs = key_cache.shape[1]
+    keys, values = [], []
+    for b, n in enumerate(seqused_k.tolist()):
+        j = torch.arange(n)
+        blocks = block_table[b, j // bs].long()
+        keys.append(key_cache[blocks, j % bs].double())
+        values.append(value_cache[blocks, j % bs].double())
+    lens_q = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).tolist()
+    return PagedCase(q, key_cache, value_cache, cu_seqlens_q, seqused_k, block_table, max(lens_q, default=0),
+                     max(seqused_k.tolist(), default=0), None, None, keys, values)
 
 
 def paged_ref(case: PagedCase, upcast: bool = True, **opts):

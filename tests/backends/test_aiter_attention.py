@@ -14,84 +14,25 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 
 import pytest
 import torch
 
 from aiter_model import model, model_attention, wheel
 from aiter_model.fixtures import arch_setter, assert_gfx9_arch_guard, call_names
-from helpers import assert_close_verbose
+from attention_ref import attention_ref, ref_grads
+from helpers import assert_close_verbose, eps_tol
 from vllm_rocm_accel.backends.aiter import attention as aa
 from vllm_rocm_accel.checks.attention import check_dense, check_varlen
 
 MODULE = "vllm_rocm_accel.backends.aiter.attention"
 
 
-# ----------------------------------------------------------------------------
-# float64 reference (our contract: bottom-right masks, out 0 / lse +inf on rows that see no key)
-# ----------------------------------------------------------------------------
-def _ref_seq(q, k, v, scale, causal, window, alibi):
-    sq, hq, _ = q.shape
-    sk, hk, _ = k.shape
-    left, right = window
-    right = 0 if causal else right
-    kk = k.repeat_interleave(hq // hk, dim=1)
-    vv = v.repeat_interleave(hq // hk, dim=1)
-    s = torch.einsum("qhd,khd->hqk", q, kk) * scale
-    i = torch.arange(sq)[:, None]
-    j = torch.arange(sk)[None, :]
-    if alibi is not None:
-        s = s - alibi[:, None, None] * (i + sk - sq - j).abs()
-    vis = torch.ones(sq, sk, dtype=torch.bool)
-    if left >= 0:
-        vis &= j >= i + sk - sq - left
-    if right >= 0:
-        vis &= j <= i + sk - sq + right
-    s = s.masked_fill(~vis, -math.inf)
-    empty = ~vis.any(-1)  # (sq,)
-    m = torch.where(empty, torch.zeros(()), s.amax(-1).detach() if sk else torch.zeros(()))
-    p = torch.exp(s - m[..., None]) if sk else s
-    l = p.sum(-1)
-    out = torch.einsum("hqk,khd->qhd", p / torch.where(l == 0, torch.ones(()), l)[..., None], vv)
-    lse = torch.where(empty, torch.full((), math.inf, dtype=s.dtype), m + torch.log(torch.where(l == 0, torch.ones(()), l)))
-    return out, lse
-
-
-def ref_dense(q, k, v, scale, causal, window, alibi=None):
-    outs, lses = zip(*[_ref_seq(q[b], k[b], v[b], scale, causal, window,
-                                None if alibi is None else (alibi if alibi.dim() == 1 else alibi[b]))
-                       for b in range(q.shape[0])])
-    return torch.stack(outs), torch.stack(lses)
-
-
-def ref_varlen(q, k, v, cu_q, cu_k, scale, causal, window, alibi=None):
-    out = torch.zeros(q.shape[0], q.shape[1], v.shape[-1], dtype=q.dtype)
-    lse = torch.full((q.shape[1], q.shape[0]), math.inf, dtype=q.dtype)
-    out, lse = out.clone(), lse.clone()
-    cq, ck = cu_q.tolist(), cu_k.tolist()
-    parts_o, parts_l = [], []
-    for b in range(len(cq) - 1):
-        a = None if alibi is None else (alibi if alibi.dim() == 1 else alibi[b])
-        o, l = _ref_seq(q[cq[b]:cq[b + 1]], k[ck[b]:ck[b + 1]], v[ck[b]:ck[b + 1]], scale, causal, window, a)
-        parts_o.append(o)
-        parts_l.append(l)
-    tail = q.shape[0] - cq[-1]
-    parts_o.append(torch.zeros(tail, q.shape[1], v.shape[-1], dtype=q.dtype))
-    parts_l.append(torch.full((q.shape[1], tail), math.inf, dtype=q.dtype))
-    return torch.cat(parts_o, 0), torch.cat(parts_l, 1)
-
-
-def _grads(fn, q, k, v, dout, *args):
-    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    out, lse = fn(q64, k64, v64, *args)
-    dq, dk, dv = torch.autograd.grad(out, (q64, k64, v64), dout.double())
-    return out.detach(), lse.detach(), dq, dk, dv
-
-
-def _tol(dtype, ref, factor):
-    eps = torch.finfo(dtype).eps
-    return factor * eps * max(1.0, float(ref.abs().max())), 2 * eps
+def _ref(q, k, v, dout, **opts):
+    """float64 (out, lse, dq, dk, dv) of tests/attention_ref.py (our contract: bottom-right masks,
+    out 0 / lse +inf on rows that see no key and rows past ``cu_seqlens_q[-1]``)."""
+    out, lse = attention_ref(q, k, v, **opts)
+    return (out, lse, *ref_grads(q, k, v, dout, **opts))
 
 
 # ----------------------------------------------------------------------------
@@ -218,15 +159,16 @@ def test_dense_forward_backward(on_arch, seed, case):
     assert model.CALLS[-1].args["return_softmax_lse"] is False
     model.CALLS.clear()
     dout = torch.randn(out.shape, dtype=dtype)
-    r_out, r_lse, r_dq, r_dk, r_dv = _grads(ref_dense, q, k, v, dout, p.softmax_scale, causal, window, alibi)
-    assert_close_verbose(out, r_out, *_tol(dtype, r_out, 2), msg="out")
+    r_out, r_lse, r_dq, r_dk, r_dv = _ref(q, k, v, dout, softmax_scale=p.softmax_scale, causal=causal,
+                                          window_size=window, alibi_slopes=alibi)
+    assert_close_verbose(out, r_out, *eps_tol(dtype, r_out, 2), msg="out")
     assert_close_verbose(lse, r_lse, 1e-4, 1e-5, msg="lse")
     model.CALLS.clear()
     dq, dk, dvv = aa.backward(dout, q, k, v, out, lse, None, None, alibi, p)
     assert call_names() == [bwd_name]
     for name, got, ref, t in (("dq", dq, r_dq, q), ("dk", dk, r_dk, k), ("dv", dvv, r_dv, v)):
         assert got.shape == t.shape and got.dtype == dtype and got.is_contiguous()
-        assert_close_verbose(got, ref, *_tol(dtype, ref, 8), msg=name)
+        assert_close_verbose(got, ref, *eps_tol(dtype, ref, 8), msg=name)
     call = model.CALLS[0]
     assert call.tensor("softmax_lse").shape == p.lse_shape()
     if "v3" in bwd_name:
@@ -265,14 +207,16 @@ def test_varlen_forward_backward(on_arch, seed, case):
     assert call_names() == [fwd_name]
     assert out.shape == p.out_shape() and lse.shape == p.lse_shape() and lse.is_contiguous()
     dout = torch.randn(out.shape, dtype=dtype)
-    r_out, r_lse, r_dq, r_dk, r_dv = _grads(ref_varlen, q, k, v, dout, cu_q, cu_k, p.softmax_scale, causal, window, alibi)
-    assert_close_verbose(out, r_out, *_tol(dtype, r_out, 2), msg="out")
+    r_out, r_lse, r_dq, r_dk, r_dv = _ref(q, k, v, dout, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                                          softmax_scale=p.softmax_scale, causal=causal, window_size=window,
+                                          alibi_slopes=alibi)
+    assert_close_verbose(out, r_out, *eps_tol(dtype, r_out, 2), msg="out")
     assert_close_verbose(lse, r_lse, 1e-4, 1e-5, msg="lse")
     model.CALLS.clear()
     dq, dk, dvv = aa.backward(dout, q, k, v, out, lse, cu_q, cu_k, alibi, p)
     assert call_names() == [bwd_name]
     for name, got, ref in (("dq", dq, r_dq), ("dk", dk, r_dk), ("dv", dvv, r_dv)):
-        assert_close_verbose(got, ref, *_tol(dtype, ref, 8), msg=name)
+        assert_close_verbose(got, ref, *eps_tol(dtype, ref, 8), msg=name)
     assert model.CALLS[0].args["zero_tensors"] is True
 
 
@@ -288,8 +232,8 @@ def test_v3_forward_window_normalized_with_seqlen_k(on_arch, seed):
     p = check_dense(q, k, v, None, True, (200, -1), 0.0, None, 0.0)
     out, lse = aa.forward(q, k, v, None, None, None, p, True)
     assert call_names() == ["fmha_v3_fwd"]
-    r_out, r_lse = ref_dense(q.double(), k.double(), v.double(), p.softmax_scale, True, (200, -1))
-    assert_close_verbose(out, r_out, *_tol(torch.bfloat16, r_out, 2), msg="out")  # empty rows: 0, not the kernel's
+    r_out, r_lse = attention_ref(q, k, v, softmax_scale=p.softmax_scale, causal=True, window_size=(200, -1))
+    assert_close_verbose(out, r_out, *eps_tol(torch.bfloat16, r_out, 2), msg="out")  # empty rows: 0, not the kernel's
     assert_close_verbose(lse, r_lse, 1e-4, 1e-5, msg="lse")
     p_wide = dataclasses.replace(p, seqlen_k=600)  # had the window been judged against a long key set
     assert not aa._use_v3_fwd("gfx942", p_wide)

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from aiter_model import model, model_kv_cache, wheel
+from kv_ref import make_caches, random_slots
 from vllm_rocm_accel import fp8
 from vllm_rocm_accel.backends.aiter import kv_cache as aiter_kv
 from vllm_rocm_accel.backends.torch import kv_cache as torch_kv
@@ -29,28 +30,9 @@ MODULE = "vllm_rocm_accel.backends.aiter.kv_cache"
 # ----------------------------------------------------------------------------
 # Inputs
 # ----------------------------------------------------------------------------
-def poisoned(t: torch.Tensor) -> torch.Tensor:
-    t.view(torch.uint8).copy_(torch.randint(0, 256, t.view(torch.uint8).shape, dtype=torch.uint8))
-    return t
-
-
-def caches(layout: str, nb: int, bs: int, h: int, d: int, dtype: torch.dtype):
-    if layout == "unbind0":
-        kc, vc = torch.empty(2, nb, bs, h, d, dtype=dtype).unbind(0)
-    else:  # block-interleaved: (NB, 2, BS, H, D).unbind(1)
-        kc, vc = torch.empty(nb, 2, bs, h, d, dtype=dtype).unbind(1)
-    return poisoned(kc), poisoned(vc)
-
-
 def rows(n: int, h: int, d: int, dtype: torch.dtype):
     scale = torch.exp(torch.randn(n, 1, 1))
     return (torch.randn(n, h, d) * scale).to(dtype), (torch.randn(n, h, d) * scale).to(dtype)
-
-
-def slots_for(t: int, num_slots: int, pad: int, dtype=torch.int64):
-    s = torch.randperm(num_slots)[:t]
-    s[torch.randperm(t)[:pad]] = -1
-    return s.to(dtype)
 
 
 def args_of(key, value, kc, vc, slots, kv_dtype, ks, vs):
@@ -110,9 +92,9 @@ def test_kernel_facts_the_adapter_relies_on():
 def test_model_enforces_the_kernels_contract(fake_aiter, seed):
     import aiter
 
-    kc, vc = caches("unbind0", 2, 16, 2, 8, torch.bfloat16)
+    kc, vc = make_caches("unbind0", 2, 16, 2, 8, 8, torch.bfloat16)
     key, value = rows(4, 2, 8, torch.bfloat16)
-    ikc, ivc = caches("interleaved", 2, 16, 2, 8, torch.bfloat16)
+    ikc, ivc = make_caches("interleaved", 2, 16, 2, 8, 8, torch.bfloat16)
     s = torch.tensor([0, 1, -1, 5])
     one = torch.ones(1)
     f = aiter.reshape_and_cache_flash
@@ -140,9 +122,9 @@ def test_model_enforces_the_kernels_contract(fake_aiter, seed):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("block_size", [16, 64])
 def test_unquantized_matches_reference(fake_aiter, seed, layout, dtype, block_size):
-    kc, vc = caches(layout, 3, block_size, 4, 16, dtype)
+    kc, vc = make_caches(layout, 3, block_size, 4, 16, 16, dtype)
     key, value = rows(13, 4, 16, dtype)  # 13 rows, 10 tokens: vLLM's padded key
-    slots = slots_for(10, 3 * block_size, pad=3, dtype=torch.int32)
+    slots = random_slots(10, 3 * block_size, pad=3, dtype=torch.int32)
     one = torch.ones(1)
     want = kc.clone(), vc.clone()
     torch_kv.write(*args_of(key, value, *want, slots, "auto", one, one))
@@ -162,9 +144,9 @@ def test_unquantized_matches_reference(fake_aiter, seed, layout, dtype, block_si
 def test_fp8_within_one_ulp_of_reference(fake_aiter, seed, monkeypatch, fmt, as_uint8):
     monkeypatch.setattr(model_kv_cache, "CK_FP8", fmt)
     monkeypatch.setattr(fp8, "fp8_dtype", lambda device=None: fmt)  # the device's format, for uint8 caches
-    kc, vc = caches("unbind0", 2, 16, 2, 64, torch.uint8 if as_uint8 else fmt)
+    kc, vc = make_caches("unbind0", 2, 16, 2, 64, 64, torch.uint8 if as_uint8 else fmt)
     key, value = rows(20, 2, 64, torch.bfloat16)
-    slots = slots_for(20, 32, pad=4)
+    slots = random_slots(20, 32, pad=4)
     ks = (key.float().abs().amax() / fp8.fp8_max(fmt) * 0.7).reshape(1)
     vs = torch.tensor([0.0123])
     want = kc.clone(), vc.clone()
@@ -185,7 +167,7 @@ def test_fp8_within_one_ulp_of_reference(fake_aiter, seed, monkeypatch, fmt, as_
 
 
 def test_empty_mapping_calls_nothing(fake_aiter):
-    kc, vc = caches("unbind0", 1, 16, 1, 8, torch.float16)
+    kc, vc = make_caches("unbind0", 1, 16, 1, 8, 8, torch.float16)
     key, value = rows(3, 1, 8, torch.float16)
     aiter_kv.write(*args_of(key, value, kc, vc, torch.empty(0, dtype=torch.int64), "auto", torch.ones(1),
                             torch.ones(1)))
@@ -198,8 +180,8 @@ def test_empty_mapping_calls_nothing(fake_aiter):
 def test_supports_args_refuses_what_the_kernel_cannot_take(monkeypatch):
     one = torch.ones(1)
     key, value = rows(4, 2, 16, torch.bfloat16)
-    kc, vc = caches("unbind0", 2, 16, 2, 16, torch.bfloat16)
-    ikc, ivc = caches("interleaved", 2, 16, 2, 16, torch.bfloat16)
+    kc, vc = make_caches("unbind0", 2, 16, 2, 16, 16, torch.bfloat16)
+    ikc, ivc = make_caches("interleaved", 2, 16, 2, 16, 16, torch.bfloat16)
     s = torch.arange(4)
     ok = args_of(key, value, kc, vc, s, "auto", one, one)
     assert aiter_kv.supports_args(*ok) is None
@@ -214,7 +196,7 @@ def test_supports_args_refuses_what_the_kernel_cannot_take(monkeypatch):
     ]
     for args, why in cases:
         assert re.search(why, aiter_kv.supports_args(*args) or ""), (why, aiter_kv.supports_args(*args))
-    fkc, fvc = caches("unbind0", 2, 16, 2, 16, fp8.FN)
+    fkc, fvc = make_caches("unbind0", 2, 16, 2, 16, 16, fp8.FN)
     fp8_args = args_of(key, value, fkc, fvc, s, "fp8", one, one)
     monkeypatch.setattr(aiter_kv, "_device_arch", lambda device: "gfx942")
     assert "writes torch.float8_e4m3fnuz FP8 caches on gfx942" in aiter_kv.supports_args(*fp8_args)

@@ -16,78 +16,24 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 
 import pytest
 import torch
 
 from aiter_model import model, model_paged_attention as mpa, wheel
 from aiter_model.fixtures import arch_setter, assert_gfx9_arch_guard, call_names
-from helpers import assert_close_verbose
+from helpers import assert_close_verbose, eps_tol
+from paged_ref import case_of, paged_ref
 from vllm_rocm_accel.backends.aiter import paged_attention as ap
-from vllm_rocm_accel.checks.paged_attention import PagedProblem
+from vllm_rocm_accel.checks.paged_attention import check_paged_args
 
 MODULE = "vllm_rocm_accel.backends.aiter.paged_attention"
 
 
-def make_problem(q, kc, vc, cu_q, seqused_k, table, causal=True, window=(-1, -1), softcap=0.0, alibi=None, **kw):
+def make_problem(q, kc, vc, cu_q, seqused_k, table, causal=True, window=(-1, -1), softcap=0.0, alibi=None):
     lq = (cu_q[1:] - cu_q[:-1]).tolist()
-    fields = dict(
-        batch=len(lq), total_q=q.shape[0], max_seqlen_q=max(lq), max_seqlen_k=int(seqused_k.max()),
-        num_heads_q=q.shape[1], num_heads_k=kc.shape[2], head_dim=q.shape[2], head_dim_v=vc.shape[3],
-        block_size=kc.shape[1], num_blocks=kc.shape[0], max_blocks_per_seq=table.shape[1], dtype=q.dtype,
-        cache_dtype=kc.dtype, fp8=False, softmax_scale=q.shape[2] ** -0.5, causal=causal,
-        window_left=window[0], window_right=0 if causal else window[1], softcap=softcap, has_alibi=alibi is not None,
-    )
-    fields.update(kw)
-    names = {f.name for f in dataclasses.fields(PagedProblem)}
-    return PagedProblem(**{k: v for k, v in fields.items() if k in names})
-
-
-# ----------------------------------------------------------------------------
-# float64 reference: gather each sequence's keys, part 1's masks, out 0 / lse +inf on empty rows
-# ----------------------------------------------------------------------------
-def ref_paged(q, kc, vc, cu_q, seqused_k, table, p, alibi=None):
-    q, kc, vc = q.double(), kc.double(), vc.double()
-    tq, hq, _ = q.shape
-    out = torch.zeros(tq, hq, vc.shape[-1], dtype=torch.float64)
-    lse = torch.full((hq, tq), math.inf, dtype=torch.float64)
-    bs = kc.shape[1]
-    cq = cu_q.tolist()
-    for b in range(len(cq) - 1):
-        sq, sk = cq[b + 1] - cq[b], int(seqused_k[b])
-        if sq == 0:
-            continue
-        j = torch.arange(sk)
-        blocks = table[b, j // bs].long()
-        k = kc[blocks, j % bs].repeat_interleave(p.group, dim=1)
-        v = vc[blocks, j % bs].repeat_interleave(p.group, dim=1)
-        s = torch.einsum("qhd,khd->hqk", q[cq[b]:cq[b + 1]], k) * p.softmax_scale
-        if p.softcap > 0:
-            s = torch.tanh(s / p.softcap) * p.softcap
-        i = torch.arange(sq)[:, None]
-        jj = j[None, :]
-        if alibi is not None:
-            s = s - alibi.double()[:, None, None] * (i + sk - sq - jj).abs()
-        vis = torch.ones(sq, sk, dtype=torch.bool)
-        if p.window_left >= 0:
-            vis &= jj >= i + sk - sq - p.window_left
-        right = 0 if p.causal else p.window_right
-        if right >= 0:
-            vis &= jj <= i + sk - sq + right
-        s = s.masked_fill(~vis, -math.inf)
-        l = torch.logsumexp(s, -1)
-        pr = torch.exp(s - l[..., None]).nan_to_num(0.0)
-        o = torch.einsum("hqk,khd->qhd", pr, v)
-        empty = torch.isneginf(l)
-        out[cq[b]:cq[b + 1]] = o.masked_fill(empty.T[..., None], 0.0)
-        lse[:, cq[b]:cq[b + 1]] = l.masked_fill(empty, math.inf)
-    return out, lse
-
-
-def _tol(dtype, ref, factor):
-    eps = torch.finfo(dtype).eps
-    return factor * eps * max(1.0, float(ref.abs().max())), 2 * eps
+    return check_paged_args(q, kc, vc, cu_q, seqused_k, table, max(lq), int(seqused_k.max()), q.shape[2] ** -0.5,
+                            causal, window[0], window[1], softcap, alibi, None, None, 1)
 
 
 def make_inputs(lq, lk, hq, hk, d, bs, dtype, tail_q=0, spare_blocks=3, strided_cache=False):
@@ -234,8 +180,10 @@ def test_forward_matches_reference(on_arch, seed, case):
     ap.forward(out, q, kc, vc, cu_q, seqused_k, table, alibi, None, None, p, lse, 4)
     assert call_names() == [entry]
     assert torch.equal(cu_q, cu_q0) and torch.equal(table, table0)
-    r_out, r_lse = ref_paged(q, kc, vc, cu_q, seqused_k, table, p, alibi)
-    assert_close_verbose(out, r_out, *_tol(dtype, r_out, 3), msg="out")
+    r_out, r_lse = paged_ref(case_of(q, kc, vc, cu_q, seqused_k, table), softmax_scale=p.softmax_scale,
+                             causal=p.causal, window_size=(p.window_left, p.window_right), softcap=p.softcap,
+                             alibi_slopes=alibi)  # float64, per sequence, on the gathered keys
+    assert_close_verbose(out, r_out, *eps_tol(dtype, r_out, 3), msg="out")
     if want_lse:
         assert_close_verbose(lse, r_lse, 1e-4, 1e-5, msg="lse")
     if entry == "paged_attention_v1":

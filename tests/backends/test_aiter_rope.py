@@ -20,10 +20,9 @@ import numpy as np
 
 import pytest
 import torch
-from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from aiter_model import model, model_rope, wheel
-from helpers import assert_close_verbose
+from helpers import assert_close_verbose, cuda_like
 from vllm_rocm_accel import platform, policy
 from vllm_rocm_accel.backends.aiter import rope as aiter_rope
 from vllm_rocm_accel.inputs_rope import rope_inputs
@@ -300,10 +299,6 @@ def test_supports_args():
     assert "unit element stride" in aiter_rope.supports_args(pos, strided, k, 64, cache, True, None)
 
 
-def _cuda_like(*shape, dtype=torch.float16):
-    return FakeTensor(FakeTensorMode(), torch.empty(*shape, dtype=dtype, device="meta"), torch.device("cuda", 0))
-
-
 @pytest.fixture
 def mi300(monkeypatch, fresh_settings):
     install = platform.AiterInstall(True, True, "/opt/aiter", "amd-aiter", "0.1.7", "AMD aiter (simulated)")
@@ -322,8 +317,8 @@ def mi300(monkeypatch, fresh_settings):
 
 
 def _args(tokens, dtype=torch.float16, key_dtype=None):
-    return (_cuda_like(tokens, dtype=torch.int64), _cuda_like(tokens, 32 * 128, dtype=dtype),
-            _cuda_like(tokens, 8 * 128, dtype=key_dtype or dtype), 128, _cuda_like(4096, 128, dtype=torch.float32),
+    return (cuda_like(tokens, dtype=torch.int64), cuda_like(tokens, 32 * 128, dtype=dtype),
+            cuda_like(tokens, 8 * 128, dtype=key_dtype or dtype), 128, cuda_like(4096, 128, dtype=torch.float32),
             True, None)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from attention_ref import attention_ref, attention_tolerance, ref_grads
-from helpers import assert_close_verbose
+from helpers import assert_close_verbose, cuda_like
 from vllm_rocm_accel.backends.torch import attention as ta
 from vllm_rocm_accel.checks.attention import check_dense, check_varlen
 from vllm_rocm_accel.inputs_attention import alibi_slopes, attention_flops, dense_qkv, varlen_qkv
@@ -333,16 +333,9 @@ def test_inputs_and_flops():
 
 
 # -- the cuDNN/flash fast path the cuda policy prefers (predicate only: no GPU here) --------------
-def _cuda_like(*shape, dtype=torch.bfloat16):
-    """A tensor that says it lives on cuda:0, with no GPU: for predicate tests only."""
-    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
-
-    return FakeTensor(FakeTensorMode(), torch.empty(*shape, dtype=dtype, device="meta"), torch.device("cuda", 0))
-
-
 def _fast(b=2, sq=64, sk=64, hq=4, hk=4, d=64, dv=None, dtype=torch.bfloat16, causal=False, window=(-1, -1),
           softcap=0.0, alibi=False, dropout=0.0, need_lse=False, device="cuda"):
-    make = _cuda_like if device == "cuda" else (lambda *s, dtype: torch.empty(*s, dtype=dtype))
+    make = cuda_like if device == "cuda" else (lambda *s, dtype: torch.empty(*s, dtype=dtype))
     q, k, v = make(b, sq, hq, d, dtype=dtype), make(b, sk, hk, d, dtype=dtype), make(b, sk, hk, dv or d, dtype=dtype)
     slopes = make(hq, dtype=torch.float32) if alibi else None
     p = check_dense(q, k, v, None, causal, window, softcap, slopes, dropout)

@@ -4,19 +4,14 @@ import json
 
 import pytest
 import torch
-from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
+from helpers import cuda_like
 from vllm_rocm_accel import platform, policy, rocm_accel_ops
 from vllm_rocm_accel.ops import norm
 
 
 def _xw(rows=4, hidden=16, dtype=torch.float32):
     return torch.randn(rows, hidden, dtype=dtype), torch.randn(hidden, dtype=dtype)
-
-
-def _cuda_like(*shape, dtype=torch.bfloat16):
-    """A tensor that says it lives on cuda:0, with no GPU: for predicate tests only."""
-    return FakeTensor(FakeTensorMode(), torch.empty(*shape, dtype=dtype, device="meta"), torch.device("cuda", 0))
 
 
 def test_auto_on_cpu_is_torch_and_counts(seed):
@@ -89,11 +84,11 @@ def simulated_mi300(monkeypatch, fresh_settings):
 
 
 def test_auto_on_simulated_mi300_follows_flags_and_dtype(simulated_mi300):
-    x, w = _cuda_like(64, 4096), _cuda_like(4096)
+    x, w = cuda_like(64, 4096), cuda_like(4096)
     simulated_mi300(VLLM_ROCM_USE_AITER="1")
     assert policy.family_of(x.device) == "rocm_gfx9"
     assert norm.RMS_NORM.auto((x, w, 1e-6)).name == "aiter"
-    xf, wf = _cuda_like(64, 4096, dtype=torch.float32), _cuda_like(4096, dtype=torch.float32)
+    xf, wf = cuda_like(64, 4096, dtype=torch.float32), cuda_like(4096, dtype=torch.float32)
     assert norm.RMS_NORM.auto((xf, wf, 1e-6)).name == "triton"  # aiter rmsnorm is 16-bit only
     simulated_mi300(VLLM_ROCM_USE_AITER="1", VLLM_ROCM_USE_AITER_RMSNORM="0")
     assert norm.RMS_NORM.auto((x, w, 1e-6)).name == "triton"
@@ -159,16 +154,16 @@ def test_cuda_attention_policy_takes_sdpa_only_for_lse_free_dense_calls(monkeypa
     monkeypatch.setattr(policy, "family_of", lambda device: "cuda" if device.type == "cuda" else "cpu")
     policy._clear()
     try:
-        q, k, v = (_cuda_like(2, 4096, 8, 128) for _ in range(3))
+        q, k, v = (cuda_like(2, 4096, 8, 128) for _ in range(3))
         p = check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.0)
         args = (q, k, v, None, None, None, p)
         assert attn.FLASH_ATTN_FWD.auto(args, False).name == "torch"
         assert attn.FLASH_ATTN_FWD.auto(args, True).name == "triton"
-        kg, vg = _cuda_like(2, 4096, 2, 128), _cuda_like(2, 4096, 2, 128)
+        kg, vg = cuda_like(2, 4096, 2, 128), cuda_like(2, 4096, 2, 128)
         pg = check_dense(q, kg, vg, None, True, (-1, -1), 0.0, None, 0.0)
         assert attn.FLASH_ATTN_FWD.auto((q, kg, vg, None, None, None, pg), False).name == "triton"
         assert attn.FLASH_ATTN_BWD.auto(args).name == "triton"
-        qs, ks, vs = (_cuda_like(2, 1024, 8, 128) for _ in range(3))  # below the measured crossover
+        qs, ks, vs = (cuda_like(2, 1024, 8, 128) for _ in range(3))  # below the measured crossover
         ps = check_dense(qs, ks, vs, None, True, (-1, -1), 0.0, None, 0.0)
         assert attn.FLASH_ATTN_FWD.auto((qs, ks, vs, None, None, None, ps), False).name == "triton"
     finally:

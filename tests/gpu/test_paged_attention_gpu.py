@@ -19,13 +19,13 @@ import pytest
 import torch
 
 from helpers import assert_close_verbose, poison_torch_empty
+from triton_attention_ref import FLOOR
 from vllm_rocm_accel import fp8 as fp8_formats
 from vllm_rocm_accel.backends.triton import paged_attention as tpa
 from vllm_rocm_accel.checks.paged_attention import check_paged_args
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
 
-FLOOR = {torch.float32: 2e-5, torch.float16: 2 * 2.0**-10, torch.bfloat16: 2 * 2.0**-7}
 LSE_ATOL = 1e-3  # fp32 lse over 20000 keys (summation order differs from float64)
 SEQS = [(1, 1), (1, 17), (1, 1000), (1, 20000), (128, 1000), (64, 300), (1, 5)]
 HQ, HK, D = 32, 8, 128
@@ -38,16 +38,16 @@ def poisoned_empty(monkeypatch):
     poison_torch_empty(monkeypatch, tpa)
 
 
-def _batch(seed, block_size, dtype, fp8):
+def _batch(seed, block_size, dtype, fp8, seqs=SEQS):
     g = torch.Generator(device=DEV).manual_seed(seed)
-    sqs = [s for s, _ in SEQS]
-    sks = [k for _, k in SEQS]
+    sqs = [s for s, _ in seqs]
+    sks = [k for _, k in seqs]
     cu_q = torch.tensor([0] + torch.tensor(sqs).cumsum(0).tolist(), dtype=torch.int32, device=DEV)
     seqused = torch.tensor(sks, dtype=torch.int32, device=DEV)
     need = [math.ceil(k / block_size) for k in sks]
     num_blocks = sum(need) + 7
     perm = torch.randperm(num_blocks, generator=g, device=DEV).to(torch.int32)
-    table = torch.full((len(SEQS), max(need) + 2), 10**7, dtype=torch.int32, device=DEV)
+    table = torch.full((len(seqs), max(need) + 2), 10**7, dtype=torch.int32, device=DEV)
     pos = 0
     for b, n in enumerate(need):
         table[b, :n] = perm[pos:pos + n]
@@ -68,14 +68,21 @@ def _batch(seed, block_size, dtype, fp8):
     return q, kc, vc, cu_q, seqused, table, k_scale, v_scale
 
 
-def _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp):
+def _problem(args, seqs=SEQS):
+    """check_paged_args for a :func:`_batch` of ``seqs``: causal, scale D ** -0.5, no softcap/ALiBi."""
+    q, kc, vc, cu_q, seqused, table, k_scale, v_scale = args
+    return check_paged_args(q, kc, vc, cu_q, seqused, table, max(s for s, _ in seqs), max(k for _, k in seqs),
+                            D ** -0.5, True, -1, -1, 0.0, None, k_scale, v_scale, 1)
+
+
+def _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp, seqs=SEQS):
     tq = q.shape[0]
     work = torch.float32 if lowp else torch.float64
     out = torch.zeros(tq, HQ, D, dtype=torch.float64, device=DEV)
     lse = torch.full((HQ, tq), math.inf, dtype=torch.float64, device=DEV)
     bs = kc.shape[1]
     flat_k, flat_v = kc.reshape(-1, HK, D), vc.reshape(-1, HK, D)
-    for b, (sq, sk) in enumerate(SEQS):
+    for b, (sq, sk) in enumerate(seqs):
         q0 = int(cu_q[b])
         j = torch.arange(sk, device=DEV)
         slots = table[b, j // bs].long() * bs + j % bs  # through the block table
@@ -114,8 +121,7 @@ def test_mixed_batch_splits(block_size, fp8):
     seed = 1234 + block_size + fp8
     args = _batch(seed, block_size, torch.bfloat16, fp8)
     q, kc, vc, cu_q, seqused, table, k_scale, v_scale = args
-    p = check_paged_args(q, kc, vc, cu_q, seqused, table, max(s for s, _ in SEQS), max(k for _, k in SEQS),
-                         D ** -0.5, True, -1, -1, 0.0, None, k_scale, v_scale, 1)
+    p = _problem(args)
     ref, ref_lse = _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp=False)
     low, _ = _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp=True)
     atol = max(2 * (ref - low).abs().max().item(), FLOOR[torch.bfloat16] * ref.abs().max().item())
@@ -137,9 +143,7 @@ def test_fp8_bit_decoder_on_gpu(monkeypatch):
     """The same FP8 batch through the kernel's bit decoder (the path for formats Triton cannot
     convert here) and through Triton's conversion (on GPUs that have it): identical values."""
     args = _batch(99, 16, torch.bfloat16, True)
-    q, kc, vc, cu_q, seqused, table, k_scale, v_scale = args
-    p = check_paged_args(q, kc, vc, cu_q, seqused, table, max(s for s, _ in SEQS), max(k for _, k in SEQS),
-                         D ** -0.5, True, -1, -1, 0.0, None, k_scale, v_scale, 1)
+    p = _problem(args)
     native, native_lse = _run(*args, p, 4)
     monkeypatch.setattr(tpa, "_native_fp8", lambda *a: False)
     tpa._FWD.clear()
@@ -153,9 +157,7 @@ def test_fp8_bit_decoder_on_gpu(monkeypatch):
 def test_float32_splits_exact_to_fp32():
     """In float32 (no bf16 rounding of P), G = 2 and 16 match G = 1 to fp32 rounding."""
     args = _batch(7, 16, torch.float32, False)
-    q, kc, vc, cu_q, seqused, table, _, _ = args
-    p = check_paged_args(q, kc, vc, cu_q, seqused, table, max(s for s, _ in SEQS), max(k for _, k in SEQS),
-                         D ** -0.5, True, -1, -1, 0.0, None, None, None, 1)
+    p = _problem(args)
     base, base_lse = _run(*args, p, 1)
     for splits in (2, 16):
         out, lse = _run(*args, p, splits)
@@ -168,21 +170,19 @@ DECODE_SEQS = [(1, 1), (1, 37), (1, 1000), (1, 4099), (1, 300), (1, 8192)]
 
 @pytest.mark.parametrize("dtype,fp8", [(torch.bfloat16, False), (torch.bfloat16, True), (torch.float16, False),
                                        (torch.float32, False)], ids=["bf16", "bf16-fp8-cache", "fp16", "fp32"])
-def test_decode_only_batch(monkeypatch, dtype, fp8):
+def test_decode_only_batch(dtype, fp8):
     """A batch of decodes only (max_seqlen_q == 1): the configs' decode rules (cuda: 128-key tiles,
     measured on an H200; float32: 64-key tiles) for each dtype, forced G = 1 / 4 and the heuristic's
     G (num_splits resolved as the op does), against float64."""
     from vllm_rocm_accel import split_k
 
-    monkeypatch.setitem(globals(), "SEQS", DECODE_SEQS)
-    args = _batch(4321 + fp8, 16, dtype, fp8)
+    args = _batch(4321 + fp8, 16, dtype, fp8, seqs=DECODE_SEQS)
     q, kc, vc, cu_q, seqused, table, k_scale, v_scale = args
-    p = check_paged_args(q, kc, vc, cu_q, seqused, table, 1, max(k for _, k in SEQS), D ** -0.5, True, -1, -1,
-                         0.0, None, k_scale, v_scale, 1)
-    ref, ref_lse = _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp=False)
-    low, _ = _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp=True)
+    p = _problem(args, seqs=DECODE_SEQS)  # max_seqlen_q = 1: every sequence has one query
+    ref, ref_lse = _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp=False, seqs=DECODE_SEQS)
+    low, _ = _reference(q, kc, vc, cu_q, table, k_scale, v_scale, p, lowp=True, seqs=DECODE_SEQS)
     atol = max(2 * (ref - low).abs().max().item(), FLOOR[dtype] * ref.abs().max().item())
-    heuristic = split_k.choose_num_splits(len(SEQS), HK, 1, max(k for _, k in SEQS), q.device)
+    heuristic = split_k.choose_num_splits(len(DECODE_SEQS), HK, 1, max(k for _, k in DECODE_SEQS), q.device)
     for splits in sorted({1, 4, heuristic}):
         out, lse = _run(*args, p, splits)
         msg = f"decode {dtype} fp8={fp8} G={splits}"

@@ -14,10 +14,10 @@ import random
 import pytest
 import torch
 
-from helpers import assert_close_verbose, interpreter_only, round_bf16_like_gpu_in_interpreter
+from helpers import assert_close_verbose, interpreter_only
 from vllm_rocm_accel.backends.triton import norm as tn
 
-pytestmark = interpreter_only()
+pytestmark = interpreter_only()  # conftest's autouse fixture makes the interpreter's bf16 casts round like a GPU
 
 EPS = 1e-6
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -25,12 +25,6 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 OTHER_WEIGHT_DTYPE = {torch.float32: torch.bfloat16, torch.float16: torch.float32, torch.bfloat16: torch.float32}
 HIDDEN = [1, 123, 512, 4097]  # 4097: odd, > 4096, one row per program in a 8192-wide block
 ROWS = [1, 7, 33]
-
-
-@pytest.fixture(autouse=True)
-def _bf16_casts_round_to_nearest_even(monkeypatch):
-    """The interpreter truncates fp32 -> bf16 casts; the GPU rounds to nearest even (see helper)."""
-    round_bf16_like_gpu_in_interpreter(monkeypatch)
 
 
 # --- reference and tolerances -------------------------------------------------

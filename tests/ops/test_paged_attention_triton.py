@@ -6,10 +6,10 @@ scores = scale * q @ k^T, softcap, ALiBi, bottom-right causal/window mask, softm
 that sees no key (and a row of q past cu_seqlens_q[-1]) gives out 0 and lse +inf.
 
 Tolerances come from the precision: ``atol = max(2 * max|ref64 - ref_lowp|, FLOOR[dtype] *
-max|ref64|)``, ``ref_lowp`` running the kernel's roundings (fp32 scores and softmax, P rounded to
-q's dtype before P @ V, out rounded to the dtype); lse 1e-4 absolute. Forced splits G = 2 and 16
-are compared with G = 1 in float32 at 1e-5 (fp32 rounding of a different summation order) as
-well as with the reference.
+max|ref64|)`` (``rounding_atol`` of tests/triton_attention_ref.py), ``ref_lowp`` running the
+kernel's roundings (fp32 scores and softmax, P rounded to q's dtype before P @ V, out rounded to
+the dtype); lse 1e-4 absolute. Forced splits G = 2 and 16 are compared with G = 1 in float32 at
+1e-5 (fp32 rounding of a different summation order) as well as with the reference.
 
 ``out`` and ``lse`` are NaN before every call, and the backend's ``torch.empty`` (its split
 workspace) returns NaN, so an element left unwritten or a workspace element read unwritten
@@ -30,13 +30,13 @@ import triton
 import triton.language as tl
 
 from helpers import assert_close_verbose, interpreter_only, poison_torch_empty
+from triton_attention_ref import rounding_atol
 from vllm_rocm_accel.backends.triton import paged_attention as tpa
 from vllm_rocm_accel.checks.paged_attention import check_paged_args
 from vllm_rocm_accel.kernels.triton.paged_attention import _fp8_to_f32
 
 pytestmark = interpreter_only()
 
-FLOOR = {torch.float32: 2e-5, torch.float16: 2 * 2.0**-10, torch.bfloat16: 2 * 2.0**-7}
 LSE_ATOL = 1e-4
 SPLIT_TOL = 1e-5  # G > 1 vs G == 1, float32
 INF = float("inf")
@@ -156,7 +156,7 @@ def reference(c: Case, p, alibi=None, lowp=False):
 def check(c: Case, p, out, lse, seed, alibi=None, msg=""):
     ref, ref_lse = reference(c, p, alibi)
     low, _ = reference(c, p, alibi, lowp=True)
-    atol = max(2 * (ref - low).abs().max().item(), FLOOR[c.dtype] * max(ref.abs().max().item(), 1e-3))
+    atol = rounding_atol(ref, low, c.dtype)
     assert_close_verbose(out, ref, atol=atol, rtol=0, msg=f"out {msg} seed={seed}")
     if lse is not None:
         assert_close_verbose(lse, ref_lse, atol=LSE_ATOL, rtol=0, msg=f"lse {msg} seed={seed}")
