@@ -9,6 +9,8 @@ and rounds once, so it sits well inside that band.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -332,30 +334,66 @@ def test_inputs_and_flops():
     assert attention_flops(1, 1, 6, 4, 8, causal=True) == 2 * (1 + 2 + 3 + 4) * 16
 
 
-# -- the cuDNN/flash fast path the cuda policy prefers (predicate only: no GPU here) --------------
+# -- the cuDNN path and the fast path the cuda policy prefers (predicates only: no GPU here) -------
+@pytest.fixture
+def cudnn_says_yes(monkeypatch):
+    """torch's own cuDNN checks need a GPU: stand them in with 'yes' (our conditions are under test)."""
+    asked = []
+    monkeypatch.setattr(ta, "_cudnn_accepts", lambda qb, kb, vb, is_causal: asked.append(is_causal) or True)
+    monkeypatch.setattr(ta, "_cudnn_ops_present", lambda: True)
+    return asked
+
+
 def _fast(b=2, sq=64, sk=64, hq=4, hk=4, d=64, dv=None, dtype=torch.bfloat16, causal=False, window=(-1, -1),
-          softcap=0.0, alibi=False, dropout=0.0, need_lse=False, device="cuda"):
+          softcap=0.0, alibi=False, dropout=0.0, device="cuda", deterministic=False, which="fast_path"):
     make = cuda_like if device == "cuda" else (lambda *s, dtype: torch.empty(*s, dtype=dtype))
     q, k, v = make(b, sq, hq, d, dtype=dtype), make(b, sk, hk, d, dtype=dtype), make(b, sk, hk, dv or d, dtype=dtype)
     slopes = make(hq, dtype=torch.float32) if alibi else None
     p = check_dense(q, k, v, None, causal, window, softcap, slopes, dropout)
-    return ta.fast_path(q, k, v, None, None, slopes, p, need_lse)
+    if deterministic:
+        p = dataclasses.replace(p, deterministic=True)
+    if which == "cudnn_serves":
+        return ta.cudnn_serves(q, k, v, p)
+    return getattr(ta, which)(q, k, v, None, None, slopes, p, None)
 
 
-def test_fast_path_takes_plain_dense_forwards():
+def test_fast_path_takes_plain_dense_calls(cudnn_says_yes):
     assert _fast()
     assert _fast(causal=True)
     assert _fast(d=128, dtype=torch.float16, causal=True, sq=300, sk=300)
     assert _fast(hq=8, hk=8, d=128, sq=17, sk=900)
+    assert cudnn_says_yes == [False, True, True, False]  # square causal -> cuDNN's is_causal
+    assert _fast(which="fast_backward") and _fast(causal=True, which="fast_backward")
+
+
+def test_fast_backward_declines_a_deterministic_backward(cudnn_says_yes):
+    assert _fast(deterministic=True)  # the forward does not care
+    assert not _fast(deterministic=True, which="fast_backward")
+
+
+def test_cudnn_path_serves_other_head_dims_than_the_policy_measured(cudnn_says_yes):
+    """cuDNN takes D = 72 / 96 (multiples of 8 <= 128); the policy's fast path only 64 / 128."""
+    for d in (72, 96, 8):
+        assert _fast(d=d, which="cudnn_serves") and not _fast(d=d)
+    assert not _fast(d=136, which="cudnn_serves") and not _fast(d=60, which="cudnn_serves")
+
+
+def test_cudnn_path_asks_torch_last(monkeypatch):
+    """Everything ours allows, and torch's own checks say no: not served (no call made)."""
+    monkeypatch.setattr(ta, "_cudnn_accepts", lambda *a: False)
+    monkeypatch.setattr(ta, "_cudnn_ops_present", lambda: True)
+    assert not _fast(which="cudnn_serves") and not _fast()
 
 
 @pytest.mark.parametrize("case", [
-    dict(need_lse=True), dict(need_lse=None), dict(device="cpu"), dict(dtype=torch.float32), dict(hk=1),
+    dict(device="cpu"), dict(dtype=torch.float32), dict(hk=1),
     dict(d=256), dict(d=72), dict(d=96), dict(dv=32), dict(causal=True, sq=32, sk=64), dict(window=(8, 0)),
     dict(softcap=5.0), dict(alibi=True), dict(dropout=0.1), dict(sk=0),
 ], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
-def test_fast_path_declines_what_sdpa_would_mask_or_lacks(case):
-    """lse wanted (or unknown), not a GPU, fp32, GQA, head dims other than the measured 64 / 128, Dv != D, causal with Sq != Sk (SDPA's causal is top-left), windows, softcap,
-    ALiBi, dropout, empty keys: the Triton forward (or the math path) serves those."""
+def test_fast_path_declines_what_cudnn_would_mask_or_lacks(cudnn_says_yes, case):
+    """Not a GPU, fp32, GQA, head dims other than the measured 64 / 128, Dv != D, causal with Sq != Sk
+    (cuDNN's causal is top-left), windows, softcap, ALiBi, dropout, empty keys: the Triton kernels
+    (or the math path) serve those, forward and backward."""
     assert not _fast(**case)
+    assert not _fast(which="fast_backward", **case)
 

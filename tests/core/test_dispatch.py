@@ -144,28 +144,38 @@ def test_fast_path_key_must_be_a_bool():
         policy._rule({"backend": "torch", "fast_path": "yes"}, "t")
 
 
-def test_cuda_attention_policy_takes_sdpa_only_for_lse_free_dense_calls(monkeypatch):
-    """The shipped cuda policy (measured on an H200): cuDNN SDPA through the torch backend for a
-    dense bf16 forward of >= 4096 keys nobody needs the lse of; our Triton kernel when the lse is
-    wanted (autograd, return_lse), for shorter keys, or where the fast path declines (GQA here)."""
+def test_cuda_attention_policy_routes_dense_calls_to_cudnn(monkeypatch):
+    """The shipped cuda policy (measured on an H200): the torch backend's cuDNN path for a dense
+    bf16 forward of >= 4096 keys (with or without the lse) and for every dense backward (any key
+    length) unless deterministic; our Triton kernels for shorter forwards, a deterministic
+    backward, or where the cuDNN path declines (GQA here). torch's own cuDNN checks need a GPU,
+    so they are stood in with 'yes'."""
+    import dataclasses
+
+    from vllm_rocm_accel.backends.torch import attention as torch_attn
     from vllm_rocm_accel.checks.attention import check_dense
     from vllm_rocm_accel.ops import attention as attn
 
     monkeypatch.setattr(policy, "family_of", lambda device: "cuda" if device.type == "cuda" else "cpu")
+    monkeypatch.setattr(torch_attn, "_cudnn_accepts", lambda *a: True)
+    monkeypatch.setattr(torch_attn, "_cudnn_ops_present", lambda: True)
     policy._clear()
     try:
         q, k, v = (cuda_like(2, 4096, 8, 128) for _ in range(3))
         p = check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.0)
         args = (q, k, v, None, None, None, p)
-        assert attn.FLASH_ATTN_FWD.auto(args, False).name == "torch"
-        assert attn.FLASH_ATTN_FWD.auto(args, True).name == "triton"
+        assert attn.FLASH_ATTN_FWD.auto(args).name == "torch"
+        assert attn.FLASH_ATTN_BWD.auto(args).name == "torch"
+        pd = dataclasses.replace(p, deterministic=True)
+        assert attn.FLASH_ATTN_BWD.auto((q, k, v, None, None, None, pd)).name == "triton"
         kg, vg = cuda_like(2, 4096, 2, 128), cuda_like(2, 4096, 2, 128)
         pg = check_dense(q, kg, vg, None, True, (-1, -1), 0.0, None, 0.0)
-        assert attn.FLASH_ATTN_FWD.auto((q, kg, vg, None, None, None, pg), False).name == "triton"
-        assert attn.FLASH_ATTN_BWD.auto(args).name == "triton"
-        qs, ks, vs = (cuda_like(2, 1024, 8, 128) for _ in range(3))  # below the measured crossover
+        assert attn.FLASH_ATTN_FWD.auto((q, kg, vg, None, None, None, pg)).name == "triton"
+        assert attn.FLASH_ATTN_BWD.auto((q, kg, vg, None, None, None, pg)).name == "triton"
+        qs, ks, vs = (cuda_like(2, 1024, 8, 64) for _ in range(3))  # below the forward's crossover
         ps = check_dense(qs, ks, vs, None, True, (-1, -1), 0.0, None, 0.0)
-        assert attn.FLASH_ATTN_FWD.auto((qs, ks, vs, None, None, None, ps), False).name == "triton"
+        assert attn.FLASH_ATTN_FWD.auto((qs, ks, vs, None, None, None, ps)).name == "triton"
+        assert attn.FLASH_ATTN_BWD.auto((qs, ks, vs, None, None, None, ps)).name == "torch"
     finally:
         monkeypatch.undo()
         policy._clear()

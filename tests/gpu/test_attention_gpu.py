@@ -11,6 +11,7 @@ import torch
 
 from helpers import assert_close_verbose
 from triton_attention_ref import ref_attention, ref_with_grads, rounding_atol
+from vllm_rocm_accel.backends.torch import attention as torch_attn
 from vllm_rocm_accel.backends.triton import attention as ta
 from vllm_rocm_accel.checks.attention import check_dense, check_varlen
 
@@ -128,8 +129,8 @@ def test_decode_and_empty_rows_on_gpu(seed):
 
 @pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
 def test_auto_fast_path_on_gpu(seed, causal):
-    """auto on a dense bf16 no-grad forward of 4096 keys takes the torch backend's SDPA (cuDNN)
-    path, as the cuda policy says, with the same numbers as float64; with the lse asked for it takes triton."""
+    """auto on a dense bf16 no-grad forward of 4096 keys takes the torch backend's cuDNN path, as
+    the cuda policy says, with and without the lse, with the same numbers as float64."""
     from vllm_rocm_accel import rocm_accel_ops
 
     gen = torch.Generator(device="cuda").manual_seed(seed)
@@ -140,10 +141,78 @@ def test_auto_fast_path_on_gpu(seed, causal):
     with torch.no_grad():
         out = rocm_accel_ops.flash_attn_func(q, k, v, causal=causal)
         out2, lse = rocm_accel_ops.flash_attn_func(q, k, v, causal=causal, return_lse=True)
-    assert rocm_accel_ops.call_counts() == {("flash_attn_fwd", "torch"): 1, ("flash_attn_fwd", "triton"): 1}
+    assert rocm_accel_ops.call_counts() == {("flash_attn_fwd", "torch"): 2}  # cuDNN gives the lse too
     out64, lse64 = ref_attention(q.double(), k.double(), v.double(), p, None, None, None, lowp=False)
     outlo, _ = ref_attention(q, k, v, p, None, None, None, lowp=True)
     atol = rounding_atol(out64, outlo, q.dtype)
     assert_close_verbose(out, out64, atol=atol, rtol=0, msg=f"auto fast path seed={seed}")
     assert_close_verbose(out2, out64, atol=atol, rtol=0, msg=f"auto with lse seed={seed}")
     assert_close_verbose(lse, lse64, atol=LSE_ATOL, rtol=0, msg=f"lse seed={seed}")
+
+
+# -- the torch backend's cuDNN path -----------------------------------------------------------------
+CUDNN_CASES = [
+    ("d128-causal-bf16", dict(b=2, sq=1024, sk=1024, hq=8, hk=8, d=128, causal=True, dtype=torch.bfloat16)),
+    ("d64-dense-fp16-sq<sk", dict(b=2, sq=700, sk=1500, hq=4, hk=4, d=64, dtype=torch.float16)),
+    ("d80-dense-bf16-sq>sk", dict(b=1, sq=1000, sk=600, hq=4, hk=4, d=80, dtype=torch.bfloat16)),
+]
+
+
+def _check_grads(grads, g64, glo, xs, dtype, msg):
+    for gname, g, r64, rlo, x in zip(("dq", "dk", "dv"), grads, g64, glo, xs):
+        assert g.shape == x.shape and g.dtype == x.dtype and g.is_contiguous(), gname
+        assert_close_verbose(g, r64, atol=rounding_atol(r64, rlo, dtype), rtol=0, msg=f"{gname} {msg}")
+
+
+@pytest.mark.parametrize("name,c", CUDNN_CASES, ids=[n for n, _ in CUDNN_CASES])
+def test_cudnn_path_on_gpu(seed, name, c):
+    """cuDNN's forward (with and without the lse) and backward, from its own out/lse, from the
+    Triton forward's out/lse, and with no lse (recomputed), against float64."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the cuDNN path is asserted on Hopper and newer")
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v, cu_q, cu_k, alibi, p = _inputs(c, gen)
+    assert torch_attn.cudnn_serves(q, k, v, p), name
+    msg = f"{name} seed={seed}"
+    dout = torch.randn(p.out_shape(), generator=gen, device="cuda", dtype=torch.float32).to(q.dtype)
+    out64, lse64, g64 = ref_with_grads(q, k, v, dout, p, None, None, None, lowp=False)
+    outlo, _, glo = ref_with_grads(q, k, v, dout, p, None, None, None, lowp=True)
+    atol = rounding_atol(out64, outlo, q.dtype)
+
+    out, lse = torch_attn.forward(q, k, v, None, None, None, p, True)
+    out2, none = torch_attn.forward(q, k, v, None, None, None, p, False)
+    assert none is None and out.is_contiguous() and lse.shape == p.lse_shape() and lse.dtype == torch.float32
+    assert_close_verbose(out, out64, atol=atol, rtol=0, msg=f"out {msg}")
+    assert_close_verbose(out2, out64, atol=atol, rtol=0, msg=f"out (no lse) {msg}")
+    assert_close_verbose(lse, lse64, atol=LSE_ATOL, rtol=0, msg=f"lse {msg}")
+
+    _check_grads(torch_attn.backward(dout, q, k, v, out, lse, None, None, None, p), g64, glo, (q, k, v), q.dtype,
+                 f"cudnn fwd {msg}")
+    tout, tlse = ta.forward(q, k, v, None, None, None, p, True)
+    _check_grads(torch_attn.backward(dout, q, k, v, tout, tlse, None, None, None, p), g64, glo, (q, k, v),
+                 q.dtype, f"triton fwd {msg}")
+    no_lse = torch.empty(0, dtype=torch.float32, device="cuda")
+    _check_grads(torch_attn.backward(dout, q, k, v, out, no_lse, None, None, None, p), g64, glo, (q, k, v),
+                 q.dtype, f"no lse {msg}")
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
+def test_auto_training_step_on_gpu(seed, deterministic):
+    """A training step through auto at 1024 keys: Triton's forward (below the forward's
+    crossover), cuDNN's backward from Triton's lse; deterministic=True keeps the backward on
+    Triton. Gradients against float64 either way."""
+    from vllm_rocm_accel import rocm_accel_ops
+
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    c = dict(b=2, sq=1024, sk=1024, hq=8, hk=8, d=64, causal=True, dtype=torch.bfloat16)
+    q, k, v, _, _, _, p = _inputs(c, gen)
+    dout = torch.randn(p.out_shape(), generator=gen, device="cuda", dtype=torch.float32).to(q.dtype)
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    rocm_accel_ops.reset_call_counts()
+    out = rocm_accel_ops.flash_attn_func(*leaves, causal=True, deterministic=deterministic)
+    out.backward(dout)
+    bwd = "triton" if deterministic else "torch"
+    assert rocm_accel_ops.call_counts() == {("flash_attn_fwd", "triton"): 1, ("flash_attn_bwd", bwd): 1}
+    _, _, g64 = ref_with_grads(q, k, v, dout, p, None, None, None, lowp=False)
+    _, _, glo = ref_with_grads(q, k, v, dout, p, None, None, None, lowp=True)
+    _check_grads([t.grad for t in leaves], g64, glo, (q, k, v), q.dtype, f"auto deterministic={deterministic}")

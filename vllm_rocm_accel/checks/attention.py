@@ -65,6 +65,9 @@ class AttnProblem:
     dropout_p: float
     seed: int
     has_alibi: bool
+    # FlashAttention's ``deterministic``: the backward may not use a kernel with atomics
+    # (cuDNN's); set by the op from its argument, False for every forward-only call.
+    deterministic: bool = False
 
     @property
     def group(self) -> int:

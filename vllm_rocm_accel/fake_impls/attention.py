@@ -27,6 +27,7 @@ def flash_attn_fwd(
     seed: int,
     return_lse: bool,
     backend: str = "auto",
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     p = _problem(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                  window_left, window_right, softcap, alibi_slopes, dropout_p, seed)
@@ -55,6 +56,7 @@ def flash_attn_bwd(
     dropout_p: float,
     seed: int,
     backend: str = "auto",
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _problem(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
              window_left, window_right, softcap, alibi_slopes, dropout_p, seed)

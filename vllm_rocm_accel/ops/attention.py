@@ -5,8 +5,9 @@ Custom ops (``torch.ops.rocm_accel.*``), one pair for the dense and the varlen l
 
 * ``flash_attn_fwd(q, k, v, cu_seqlens_q?, cu_seqlens_k?, max_seqlen_q, max_seqlen_k,
   softmax_scale, causal, window_left, window_right, softcap, alibi_slopes?, dropout_p, seed,
-  return_lse, backend="auto") -> (out, lse)``; ``lse`` is empty (numel 0) unless ``return_lse``;
-* ``flash_attn_bwd(dout, q, k, v, out, lse, ...same options...) -> (dq, dk, dv)``.
+  return_lse, backend="auto", deterministic=False) -> (out, lse)``; ``lse`` is empty (numel 0)
+  unless ``return_lse``; ``deterministic`` only travels to the backward;
+* ``flash_attn_bwd(dout, q, k, v, out, lse, ...same options..., backend, deterministic) -> (dq, dk, dv)``.
 
 ``flash_attn_fwd`` is differentiable through ``torch.library.register_autograd``: its
 backward calls ``flash_attn_bwd``, so eager training, ``torch.compile`` and AOT autograd all
@@ -25,6 +26,7 @@ Argument checks run before any backend (nothing is written on a bad call); for v
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -89,7 +91,7 @@ def _dispatch(op: str, runs: dict) -> dispatch.OpDispatch:
             dispatch.Backend("aiter", runs["aiter"], _aiter_supported, aiter_attn.supports_args),
             dispatch.Backend("triton", runs["triton"], dispatch.triton_supported, _triton_supports),
             dispatch.Backend("torch", runs["torch"], dispatch.torch_supported, torch_attn.supports_args,
-                             fast_path=torch_attn.fast_path if op == FWD else None),
+                             fast_path=torch_attn.fast_path if op == FWD else torch_attn.fast_backward),
         ],
         _call_shape,
     )
@@ -131,6 +133,7 @@ def flash_attn_fwd_impl(
     seed: int,
     return_lse: bool,
     backend: str = "auto",
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     p = problem_of(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                    window_left, window_right, softcap, alibi_slopes, dropout_p, seed)
@@ -138,7 +141,7 @@ def flash_attn_fwd_impl(
     q, k, v = unit_last(q), unit_last(k), unit_last(v)
     alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p)
-    impl = FLASH_ATTN_FWD.select(backend, args, hint=bool(return_lse))  # the hint: need_lse
+    impl = FLASH_ATTN_FWD.select(backend, args)
     count(FWD, impl.name)
     if p.sees_nothing:
         return _empty_result(q, p, return_lse)
@@ -168,12 +171,16 @@ def flash_attn_bwd_impl(
     dropout_p: float,
     seed: int,
     backend: str = "auto",
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``flash_attn_fwd``'s ``out``. An empty ``lse`` (the forward ran without
     ``return_lse``) goes to the backend as it is: the triton and aiter backwards recompute it with
-    one forward of their own; the torch backward recomputes the probabilities anyway."""
+    one forward of their own, as does the torch backend's cuDNN path; its math path recomputes the
+    probabilities anyway. ``deterministic`` keeps auto off backwards with atomics (cuDNN's)."""
     p = problem_of(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                    window_left, window_right, softcap, alibi_slopes, dropout_p, seed)
+    if deterministic:
+        p = dataclasses.replace(p, deterministic=True)
     lse_given = lse.numel() > 0 or p.sees_nothing
     if lse_given:
         check_backward(dout, out, lse, p)
@@ -193,7 +200,7 @@ def flash_attn_bwd_impl(
 # --- autograd -----------------------------------------------------------------
 _FWD_ARGS = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k", "softmax_scale",
              "causal", "window_left", "window_right", "softcap", "alibi_slopes", "dropout_p", "seed",
-             "return_lse", "backend")
+             "return_lse", "backend", "deterministic")
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -205,13 +212,14 @@ def _setup_context(ctx, inputs, output) -> None:
                                            "window_left", "window_right", "softcap"))
     ctx.dropout = (named["dropout_p"], named["seed"])
     ctx.backend = named["backend"]
+    ctx.deterministic = named["deterministic"]
     ctx.mark_non_differentiable(lse)
 
 
 def _backward(ctx, dout, _dlse):
     q, k, v, out, lse, cu_q, cu_k, alibi = ctx.saved_tensors
     dq, dk, dv = torch.ops.rocm_accel.flash_attn_bwd(
-        dout, q, k, v, out, lse, cu_q, cu_k, *ctx.options, alibi, *ctx.dropout, ctx.backend
+        dout, q, k, v, out, lse, cu_q, cu_k, *ctx.options, alibi, *ctx.dropout, ctx.backend, ctx.deterministic
     )
     return (dq, dk, dv) + (None,) * (len(_FWD_ARGS) - 3)
 
@@ -246,14 +254,16 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
                     alibi_slopes=None, deterministic=False, return_lse=False, backend="auto"):
     """FlashAttention's ``flash_attn_func`` on (B, S, H, D) tensors; ``(out, lse)`` with ``return_lse``.
 
-    ``deterministic`` is accepted for FlashAttention compatibility; every backward here is
-    deterministic (no atomics in ours, AITER's is asked for its deterministic mode)."""
+    ``deterministic`` (FlashAttention's): with True, auto's backward never takes a kernel with
+    atomics (the torch backend's cuDNN path); ours (triton) is atomic-free either way. AITER's
+    backward is called in its non-deterministic mode regardless (see backends/aiter/attention.py)."""
     p = check_dense(q, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes, dropout_p)
     seed = _seed(p.dropout_p)
     q, k, v, dv = _prepare(q, k, v)
     out, lse = torch.ops.rocm_accel.flash_attn_fwd(
         q, k, v, None, None, 0, 0, p.softmax_scale, p.causal, p.window_left, p.window_right, p.softcap,
         alibi_slopes, p.dropout_p, seed, bool(return_lse) or grad_needed(q, k, v), backend or "auto",
+        bool(deterministic),
     )
     return _finish(out, lse, dv, return_lse)
 
@@ -294,7 +304,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     out, lse = torch.ops.rocm_accel.flash_attn_fwd(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p.softmax_scale, p.causal,
         p.window_left, p.window_right, p.softcap, alibi_slopes, p.dropout_p, seed,
-        bool(return_lse) or grad_needed(q, k, v), backend or "auto",
+        bool(return_lse) or grad_needed(q, k, v), backend or "auto", bool(deterministic),
     )
     return _finish(out, lse, dv, return_lse)
 

@@ -1,6 +1,6 @@
 """FlashAttention-style attention in plain torch: the reference backend, which serves every valid call.
 
-Two paths, both computing the semantics of :mod:`vllm_rocm_accel.checks.attention`:
+Three paths, all computing the semantics of :mod:`vllm_rocm_accel.checks.attention`:
 
 * **math** (any device, the CPU included). Varlen packed rows are gathered into a padded
   (B, Smax, H, D) batch with index tensors built from ``cu_seqlens`` on the device (no loop over
@@ -10,6 +10,10 @@ Two paths, both computing the semantics of :mod:`vllm_rocm_accel.checks.attentio
   reshape (query heads ``g * Hk .. (g + 1) * Hk - 1`` share key head ``g``), never a copy of k/v.
   A row that sees no key gives out 0 and lse +inf through ``where``s that keep every
   intermediate finite, so no NaN reaches the output or the gradients.
+* **cuDNN** (CUDA devices): torch's cuDNN attention ops called directly, forward (with the lse
+  when asked) and backward (from any forward's out and lse), for dense fp16/bf16 calls with
+  Hq == Hk, D == Dv <= 128, no mask or square causal, no dropout/softcap/ALiBi, where torch's
+  own cuDNN checks pass (:func:`cudnn_serves`); not for a deterministic backward.
 * **SDPA** (CUDA/ROCm devices, ``torch.nn.functional.scaled_dot_product_attention``), taken when
   the call needs no lse, no dropout, no softcap and no ALiBi. Dense calls with no window, or
   causal with Sq == Sk, use ``is_causal`` (top-left aligned in SDPA, the same as bottom-right
@@ -285,26 +289,6 @@ def _sdpa_eligible(q: torch.Tensor, p: AttnProblem) -> bool:
     return (q.device.type in _SDPA_DEVICES and p.dropout_p == 0 and p.softcap == 0 and not p.has_alibi)
 
 
-_FAST_DTYPES = (torch.float16, torch.bfloat16)
-_FAST_HEAD_DIMS = (64, 128)  # the head dims the cuda policy's crossover was measured at
-
-
-def fast_path(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, need_lse) -> bool:
-    """Whether this call runs SDPA with no mask on a CUDA device, where torch's cuDNN / flash
-    kernels serve it: a dense batch (no cu_seqlens) forward that needs no lse (``need_lse`` is
-    False: no return_lse, no gradient), fp16/bf16, one query head per kv head, D == Dv in
-    {64, 128} (the measured head dims), no dropout / softcap / ALiBi, and either no mask at all or plain
-    causal with seqlen_q == seqlen_k (SDPA's top-left causal is then our bottom-right one).
-
-    The cuda policy puts torch first for such calls (measured on an H200: cuDNN's forward
-    1.3-1.5x our Triton forward there; docs/performance.md)."""
-    if need_lse is not False or p.varlen or q.dtype not in _FAST_DTYPES or p.sees_nothing:
-        return False
-    if p.group != 1 or p.head_dim != p.head_dim_v or p.head_dim not in _FAST_HEAD_DIMS:
-        return False
-    return _sdpa_eligible(q, p) and _sdpa_causal(p) is not None
-
-
 def _sdpa_causal(p: AttnProblem) -> Optional[bool]:
     """SDPA's ``is_causal`` for a dense call that needs no mask (no window, or square causal:
     SDPA's top-left causal is then our bottom-right one); None when a mask is needed."""
@@ -344,6 +328,108 @@ def _sdpa_padded(qp, kp, vp, lens_q, lens_k, p: AttnProblem) -> torch.Tensor:
     return out.transpose(1, 2)
 
 
+# -- cuDNN path ----------------------------------------------------------------------------------
+#
+# torch's cuDNN attention ops called directly (aten::_scaled_dot_product_cudnn_attention and its
+# backward), on (B, H, S, D) views of our (B, S, H, D) tensors (cuDNN takes the strides; its out
+# and grads come back in q's layout). The forward returns cuDNN's softmax stats, the natural-log
+# lse of the scaled scores (B, H, Sq, 1), which is our lse; the backward takes any forward's
+# out and lse (ours from Triton, or cuDNN's own), so a training step may mix the two. Without
+# dropout the philox seed/offset are not read.
+
+_CUDNN_DTYPES = (torch.float16, torch.bfloat16)
+_CUDNN_MAX_HEAD_DIM = 128
+_FAST_HEAD_DIMS = (64, 128)  # the head dims the cuda policy's crossovers were measured at
+_cudnn_checked: dict[tuple, bool] = {}
+
+
+def _cudnn_ops_present() -> bool:
+    aten = torch.ops.aten
+    return hasattr(aten, "_scaled_dot_product_cudnn_attention") and hasattr(
+        aten, "_scaled_dot_product_cudnn_attention_backward")
+
+
+def _cudnn_accepts(qb, kb, vb, is_causal: bool) -> bool:
+    """torch's own cuDNN-attention eligibility for these (B, H, S, D) views (arch, cuDNN version,
+    shapes, strides, the ``torch.backends.cuda.enable_cudnn_sdp`` switch, deterministic mode),
+    asked once per (device, dtype, head dim, causal, B, H, Sq, Sk, strides)."""
+    key = (qb.device, qb.dtype, tuple(qb.shape), tuple(kb.shape), qb.stride(), kb.stride(), vb.stride(),
+           is_causal, torch.backends.cuda.cudnn_sdp_enabled(), torch.are_deterministic_algorithms_enabled())
+    hit = _cudnn_checked.get(key)
+    if hit is None:
+        try:
+            from torch.backends.cuda import SDPAParams, can_use_cudnn_attention
+
+            try:
+                params = SDPAParams(qb, kb, vb, None, 0.0, is_causal, False)
+            except TypeError:  # torch without enable_gqa in SDPAParams
+                params = SDPAParams(qb, kb, vb, None, 0.0, is_causal)
+            hit = bool(can_use_cudnn_attention(params, False))
+        except (ImportError, RuntimeError, TypeError):
+            hit = False
+        if len(_cudnn_checked) > 4096:
+            _cudnn_checked.clear()
+        _cudnn_checked[key] = hit
+    return hit
+
+
+def cudnn_serves(q, k, v, p: AttnProblem) -> bool:
+    """Whether this call runs on torch's cuDNN attention: a CUDA (not ROCm) device, a dense
+    batch, fp16/bf16, one query head per kv head, D == Dv, a multiple of 8 and <= 128, no
+    dropout / softcap / ALiBi, no mask or square causal, and torch's own cuDNN checks pass."""
+    if q.device.type != "cuda" or torch.version.hip is not None or not _cudnn_ops_present():
+        return False
+    if p.varlen or p.sees_nothing or q.dtype not in _CUDNN_DTYPES or p.group != 1:
+        return False
+    if p.head_dim != p.head_dim_v or p.head_dim % 8 or p.head_dim > _CUDNN_MAX_HEAD_DIM:
+        return False
+    if p.dropout_p > 0 or p.softcap > 0 or p.has_alibi:
+        return False
+    is_causal = _sdpa_causal(p)
+    if is_causal is None:
+        return False
+    return _cudnn_accepts(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal)
+
+
+def _cudnn_forward(q, k, v, p: AttnProblem, need_lse: bool):
+    """out (B, Sq, H, Dv) contiguous, lse (B, H, Sq) float32 or None."""
+    res = torch.ops.aten._scaled_dot_product_cudnn_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None, bool(need_lse), 0.0,
+        bool(_sdpa_causal(p)), False, scale=p.softmax_scale)
+    out = res[0].transpose(1, 2).contiguous()  # cuDNN writes q's layout: no copy
+    if not need_lse:
+        return out, None
+    return out, res[1].reshape(p.lse_shape()).contiguous()
+
+
+def _cudnn_backward(dout, q, k, v, out, lse, p: AttnProblem):
+    """(dq, dk, dv) contiguous, from any forward's out and natural-log lse (B, H, Sq)."""
+    if lse.numel() == 0:  # the forward ran without it: cuDNN's forward gives both, consistently
+        out, lse = _cudnn_forward(q, k, v, p, True)
+    if dout.stride() != out.stride():
+        dout = dout.contiguous()  # cuDNN wants dO laid out as O
+        out = out.contiguous()
+    no_rng = torch.empty((), dtype=torch.int64, device=q.device)  # dropout 0: not read
+    grads = torch.ops.aten._scaled_dot_product_cudnn_attention_backward(
+        dout.transpose(1, 2), q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), out.transpose(1, 2),
+        lse.contiguous().unsqueeze(-1), no_rng, no_rng, None, None, None, p.seqlen_q, p.seqlen_k, 0.0,
+        bool(_sdpa_causal(p)), scale=p.softmax_scale)
+    return tuple(g.transpose(1, 2).contiguous() for g in grads)
+
+
+def fast_path(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, hint=None) -> bool:
+    """Forward: whether the cuDNN path serves the call (:func:`cudnn_serves`) at a head dim the
+    cuda policy's crossover was measured at (64, 128). The cuda policy puts torch first for such
+    calls from its rule's key length (docs/performance.md)."""
+    return p.head_dim in _FAST_HEAD_DIMS and cudnn_serves(q, k, v, p)
+
+
+def fast_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, hint=None) -> bool:
+    """Backward: as :func:`fast_path`, unless the caller asked for a deterministic backward
+    (cuDNN's accumulates with atomics)."""
+    return not p.deterministic and fast_path(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p)
+
+
 # -- the contract --------------------------------------------------------------------------------
 
 
@@ -357,6 +443,8 @@ def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, n
     if p.sees_nothing:
         out = q.new_zeros(p.out_shape())
         return out, torch.full(p.lse_shape(), _INF, dtype=torch.float32, device=q.device)
+    if cudnn_serves(q, k, v, p):
+        return _cudnn_forward(q, k, v, p, need_lse)
     qp, kp, vp, lens_q, lens_k = _padded(q, k, v, cu_seqlens_q, cu_seqlens_k, p)
     if not need_lse and _sdpa_eligible(q, p):
         out = _sdpa_padded(qp, kp, vp, lens_q, lens_k, p)
@@ -371,12 +459,15 @@ def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, n
 
 
 def backward(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem):
-    """(dq, dk, dv) in q/k/v's shapes and dtypes, contiguous. ``out`` and ``lse`` are unused:
-    the math path recomputes the probabilities (with the same dropout mask)."""
+    """(dq, dk, dv) in q/k/v's shapes and dtypes, contiguous. The cuDNN path (not with
+    ``p.deterministic``) reads ``out`` and ``lse``; the math path recomputes the probabilities
+    (with the same dropout mask) and reads neither."""
     if p.sees_nothing:
         return (torch.zeros(q.shape, dtype=q.dtype, device=q.device),
                 torch.zeros(k.shape, dtype=k.dtype, device=k.device),
                 torch.zeros(v.shape, dtype=v.dtype, device=v.device))
+    if not p.deterministic and cudnn_serves(q, k, v, p):
+        return _cudnn_backward(dout, q, k, v, out, lse, p)
     qp, kp, vp, lens_q, lens_k = _padded(q, k, v, cu_seqlens_q, cu_seqlens_k, p)
     dop = _pad(dout, cu_seqlens_q, p.seqlen_q) if p.varlen else dout
     dqp, dkp, dvp = _math_backward(dop.float(), qp.float(), kp.float(), vp.float(), lens_q, lens_k,
