@@ -15,6 +15,15 @@ call wins. A rule's ``split_k`` deals the K blocks of each output tile to that m
 when the tile grid alone would leave multiprocessors idle (small M): the split is cut to what
 puts two programs on each multiprocessor (``2 * multiprocessors // tiles``) and to at least ``min_k_per_split`` K
 elements per program, and never applied where it would not pay.
+
+A rule's ``"kernel"`` picks the gemm_a8w8 kernel: ``"tiled"`` (absent: the default, every
+shipped rule) is :func:`~vllm_rocm_accel.kernels.triton.gemm.gemm_a8w8_kernel`;
+``"persistent"`` is :func:`~vllm_rocm_accel.kernels.triton.gemm.gemm_a8w8_persistent_kernel`
+(TMA descriptors, one program per multiprocessor; no ``split_k``, tiles of at most 256 per
+edge, the TMA box limit). The persistent kernel needs what TMA needs (:func:`tma_reason`):
+a Hopper-or-later NVIDIA GPU (or the interpreter), Triton's host-side tensor descriptors,
+16-byte aligned data pointers and row strides of ``a`` and ``w`` and unit K stride; a call
+that misses any of it runs the tiled kernel with the same tiles, warps and stages.
 """
 
 from __future__ import annotations
@@ -31,11 +40,22 @@ from . import config_data
 from .config_data import family as _family
 from .fast_launch import FastLauncher
 
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - Triton < 3.4: no host-side descriptors, the tiled kernel serves
+    TensorDescriptor = None
+
 _config = config_data.loader("gemm")  # a module attribute: tests and tuners replace it
 _GEMM = FastLauncher(_k.gemm_a8w8_kernel)
 _EPILOGUE = FastLauncher(_k.splitk_epilogue_kernel)
 _BLOCKSCALE = FastLauncher(_k.gemm_a8w8_blockscale_kernel)
-_LAUNCHERS = (_GEMM, _EPILOGUE, _BLOCKSCALE)
+# One launcher per FP8 format: Triton specializes a host descriptor on its base dtype and block
+# shape ("tensordesc<fp8e4nv[128, 128]>"), FastLauncher's key sees a descriptor only by its type,
+# and the block shape is in the constexprs.
+_PERSISTENT = {fmt: FastLauncher(_k.gemm_a8w8_persistent_kernel) for fmt in fp8.FP8_DTYPES}
+_LAUNCHERS = (_GEMM, _EPILOGUE, _BLOCKSCALE, *_PERSISTENT.values())
+KERNELS = ("tiled", "persistent")
+_TMA_BOX = 256  # the most elements a TMA box has along one dim
 _I32 = 2**31
 _PARAMS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 
@@ -73,11 +93,18 @@ def _admits(rule: dict, m: int, n: int, k: int) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def gemm_params(device: torch.device, m: int, n: int, k: int) -> tuple:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages, SPLIT_K) for an (M, N, K) call."""
+def _gemm_choice(device: torch.device, m: int, n: int, k: int) -> tuple[tuple, str]:
+    """(:func:`gemm_params`, :func:`gemm_kernel`) of an (M, N, K) call: one cache lookup per call."""
     rules = _section(device.type, "gemm_a8w8")["rules"]
     rule = next((r for r in rules if _admits(r, m, n, k)), rules[-1])
+    kernel = rule.get("kernel", "tiled")
+    if kernel not in KERNELS:
+        raise ValueError(f"gemm.json: a gemm_a8w8 rule's kernel must be one of {KERNELS}, got {rule}")
     bm, bn, bk, gm, warps, stages = (int(rule[p]) for p in _PARAMS)
+    if kernel == "persistent":
+        if int(rule.get("split_k", 1)) > 1:
+            raise ValueError(f"gemm.json: the persistent gemm_a8w8 kernel takes no split_k, got {rule}")
+        _check_tma_tiles(bm, bn, bk, source=f"gemm.json: {rule}")
     split = 1
     max_split = int(rule.get("split_k", 1))
     if max_split > 1:
@@ -86,7 +113,24 @@ def gemm_params(device: torch.device, m: int, n: int, k: int) -> tuple:
         by_k = k // max(int(rule.get("min_k_per_split", bk)), bk)
         split = max(1, min(max_split, fill, by_k))
         split = 1 << (split.bit_length() - 1)  # a power of two
-    return bm, bn, bk, gm, warps, stages, split
+    return (bm, bn, bk, gm, warps, stages, split), kernel
+
+
+def gemm_params(device: torch.device, m: int, n: int, k: int) -> tuple:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages, SPLIT_K) for an (M, N, K) call."""
+    return _gemm_choice(device, m, n, k)[0]
+
+
+def gemm_kernel(device: torch.device, m: int, n: int, k: int) -> str:
+    """The gemm_a8w8 kernel the config's rule for an (M, N, K) call names: one of :data:`KERNELS`."""
+    return _gemm_choice(device, m, n, k)[1]
+
+
+def _check_tma_tiles(bm: int, bn: int, bk: int, source: str) -> None:
+    """TMA boxes: at most 256 elements per dim, and 16 bytes or more along K (FP8: BLOCK_K >= 16)."""
+    if max(bm, bn, bk) > _TMA_BOX or bk < 16:
+        raise ValueError(f"{source}: the persistent kernel's tiles must be at most {_TMA_BOX} per edge and BLOCK_K "
+                         f">= 16 (TMA boxes), got BLOCK_M={bm}, BLOCK_N={bn}, BLOCK_K={bk}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -104,7 +148,7 @@ def blockscale_params(device: torch.device, m: int, n: int, k: int) -> tuple:
 def clear_caches() -> None:
     """Forget the loaded config and every cached launch choice (for tests and retuning)."""
     _config.cache_clear()
-    gemm_params.cache_clear()
+    _gemm_choice.cache_clear()
     blockscale_params.cache_clear()
     _promote_every.cache_clear()
     for launcher in _LAUNCHERS:
@@ -130,6 +174,34 @@ def _operand_reason(a: torch.Tensor, w: torch.Tensor) -> Optional[str]:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _capability(device_index: int) -> tuple:
+    return torch.cuda.get_device_capability(device_index)
+
+
+def tma_reason(a: torch.Tensor, w: torch.Tensor) -> Optional[str]:
+    """Why the persistent (TMA) kernel cannot take ``a`` and ``w``, or None when it can."""
+    if TensorDescriptor is None:
+        return "this Triton has no host-side tensor descriptors (triton.tools.tensor_descriptor)"
+    device = a.device
+    if device.type == "cuda":
+        if torch.version.hip:
+            return "the persistent kernel is written for NVIDIA's TMA (not run on ROCm)"
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if _capability(index) < (9, 0):
+            return "TMA needs compute capability 9.0 or later"
+    for name, t in (("a", a), ("w", w)):
+        if t.data_ptr() % 16:
+            return f"{name}'s data pointer is not 16-byte aligned"
+        if t.stride(1) != 1:
+            return f"{name}'s K stride is {t.stride(1)}, not 1"
+        if t.stride(0) * t.element_size() % 16:
+            return f"{name}'s row stride ({t.stride(0)} elements) is not a multiple of 16 bytes"
+        if 0 in t.shape:
+            return f"{name} is empty"
+    return None
+
+
 def supports_args_gemm_a8w8(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype) -> Optional[str]:
     return _operand_reason(a, w)
 
@@ -148,19 +220,41 @@ def _scale_stride(t: torch.Tensor) -> int:
 
 
 def gemm_a8w8(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.Tensor,
-              a_kind: str, w_kind: str, bias: Optional[torch.Tensor], params: Optional[tuple] = None) -> None:
+              a_kind: str, w_kind: str, bias: Optional[torch.Tensor], params: Optional[tuple] = None,
+              kernel: Optional[str] = None) -> None:
     """``out <- (a * a_scale) @ (w * w_scale).T (+ bias)``, out (M, N) with unit last-dim stride.
     ``params`` overrides the config's (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages,
-    SPLIT_K) (for tuning)."""
+    SPLIT_K) and ``kernel`` its kernel (one of :data:`KERNELS`) (for tuning); ``"persistent"``
+    runs the tiled kernel with the same params where :func:`tma_reason` says no."""
     m, k = a.shape
     n = w.shape[0]
-    bm, bn, bk, gm, warps, stages, split = params or gemm_params(a.device, m, n, k)
-    idx64 = _idx64(m * a.stride(0), n * w.stride(0), m * out.stride(0), split * m * n)
+    if params is None:
+        params, chosen = _gemm_choice(a.device, m, n, k)
+        kernel = kernel or chosen
+    bm, bn, bk, gm, warps, stages, split = params
+    kernel = kernel or gemm_kernel(a.device, m, n, k)
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     sa_stride = _scale_stride(a_scale) if a_kind == "token" else 0  # stride 0: one scale for every row
     sw_stride = _scale_stride(w_scale) if w_kind == "channel" else 0
     has_bias = bias is not None
     bias_arg = bias if has_bias else out
     tiles = -(-m // bm) * -(-n // bn)
+    if kernel == "persistent":
+        if split != 1:
+            raise ValueError(f"the persistent gemm_a8w8 kernel takes no split-K, got SPLIT_K={split}")
+        _check_tma_tiles(bm, bn, bk, source="gemm_a8w8 params")
+        if tma_reason(a, w) is None:
+            a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk])
+            w_desc = TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk])
+            # constexprs: HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, IDX64, PROMOTE
+            _PERSISTENT[a.dtype].launch((min(_sm_count(a.device), tiles),),
+                                        (a_desc, w_desc, out, a_scale, sa_stride, w_scale, sw_stride, bias_arg, m, n,
+                                         k, out.stride(0)),
+                                        (has_bias, bm, bn, bk, gm, _idx64(m * out.stride(0)),
+                                         _promote(a.device, bk)), warps, stages)
+            return
+    idx64 = _idx64(m * a.stride(0), n * w.stride(0), m * out.stride(0), split * m * n)
     ws = out if split == 1 else torch.empty((split, m, n), dtype=torch.float32, device=a.device)
     # constexprs: HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K, IDX64, PROMOTE
     _GEMM.launch((tiles, split), (a, w, out, ws, a_scale, sa_stride, w_scale, sw_stride, bias_arg, m, n, k,

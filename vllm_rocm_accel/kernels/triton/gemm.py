@@ -1,9 +1,10 @@
 """Triton kernels of the FP8 GEMM family (bodies only; launchers in backends/triton/gemm.py).
 
-Both kernels compute ``out[m, n] = sum_k a[m, k] * w[n, k]`` with ``a`` (M, K) and ``w``
+The kernels compute ``out[m, n] = sum_k a[m, k] * w[n, k]`` with ``a`` (M, K) and ``w``
 (N, K) FP8, K contiguous in both (the layout FP8 tensor cores want for both operands), into
-a float32 accumulator, one [BLOCK_M, BLOCK_N] output tile per program. Programs walk the
-tiles in groups of GROUP_M tile rows so that neighbours share a and w panels in L2.
+a float32 accumulator, one [BLOCK_M, BLOCK_N] output tile per program (per step of a
+program, in the persistent kernel). Programs walk the tiles in groups of GROUP_M tile rows
+so that neighbours share a and w panels in L2.
 
 FP8 tensor cores on Hopper sum products with a narrow accumulator (about 14 bits kept, the
 DeepSeek-V3 report). PROMOTE (``max_num_imprecise_acc``; None = Triton's default, never on
@@ -11,9 +12,9 @@ NVIDIA) makes Triton add each PROMOTE-long stretch of K into the float32 accumul
 full-precision add, as cuBLAS does without ``use_fast_accum``. The block-scaled kernel
 promotes at every 128-long scale block by construction.
 
-Out-of-range rows of ``a`` and ``w`` are read from a clamped row (``offs % M``) instead of
-masked, and only K is masked when K is not a multiple of the K step (EVEN_K off); stores
-are masked.
+In the pointer-based kernels, out-of-range rows of ``a`` and ``w`` are read from a clamped
+row (``offs % M``) instead of masked, and only K is masked when K is not a multiple of the
+K step (EVEN_K off); stores are masked.
 
 * :func:`gemm_a8w8_kernel`: the scales are applied once, after the K loop: ``a_scale[row *
   a_scale_stride]`` and ``w_scale[col * w_scale_stride]``, stride 0 for a per-tensor scale,
@@ -21,6 +22,9 @@ are masked.
   K blocks are dealt round robin to SPLIT_K programs per tile, each storing its raw float32
   sum into ``ws`` (SPLIT_K, M, N); :func:`splitk_epilogue_kernel` adds them up in a fixed
   order (deterministic) and applies the same epilogue.
+* :func:`gemm_a8w8_persistent_kernel`: the same product and epilogue, with ``a`` and ``w``
+  read through TMA tensor descriptors and one program per multiprocessor walking the output
+  tiles (off by default: a config rule's ``"kernel": "persistent"`` selects it).
 * :func:`gemm_a8w8_blockscale_kernel`: BLOCK_K is the 128 of the 1 x 128 / 128 x 128 scale
   blocks, so each K step's partial product is scaled by ``a_scale[m, kb]`` and
   ``w_scale[n // 128, kb]`` before it is added: the scales vary along K and cannot wait for
@@ -134,6 +138,65 @@ def splitk_epilogue_kernel(
                       bias_ptr, HAS_BIAS)
     tl.store(out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=mask)
+
+
+@triton.jit
+def gemm_a8w8_persistent_kernel(
+    a_desc, w_desc, out_ptr,
+    a_scale_ptr, a_scale_stride, w_scale_ptr, w_scale_stride, bias_ptr,
+    M, N, K, stride_om,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    IDX64: tl.constexpr,
+    PROMOTE: tl.constexpr,
+):
+    """:func:`gemm_a8w8_kernel` (SPLIT_K = 1) as a persistent kernel fed by TMA.
+
+    ``a_desc`` / ``w_desc`` are host-side tensor descriptors
+    (``triton.tools.tensor_descriptor.TensorDescriptor``) of a (M, K) and w (N, K) with
+    blocks [BLOCK_M, BLOCK_K] and [BLOCK_N, BLOCK_K]; on Hopper each load is one TMA copy
+    into shared memory. Host-side rather than ``tl.make_tensor_descriptor`` in the kernel:
+    Triton 3.6 encodes a host descriptor once per launch on the CPU (its CUDA launcher fills
+    the CUtensorMap and passes it as a kernel parameter, which a CUDA graph captures by value),
+    while an in-kernel descriptor needs global scratch from ``triton.set_allocator``, a
+    ContextVar that every thread launching the kernel would have to set (process state this
+    library should not own). Triton's interpreter runs host descriptors as well.
+
+    Programs (grid = min(multiprocessors, tiles)) take the tiles ``pid, pid + grid, ...`` in
+    :func:`_tile`'s grouped order. ``flatten=True`` fuses the tile loop with the K loop so
+    the pipeliner keeps loads of the next tile in flight across a tile's epilogue (Triton
+    3.6's NVIDIA backend runs its fuse-nested-loops pass for capability 9.x too). No
+    ``warp_specialize``: Triton 3.6's ``tl.range`` documents it for Blackwell only.
+
+    K tails and edge tiles need no masks on the loads: TMA fills what lies past the
+    descriptor's shape with zeros, which add nothing to the dot. The epilogue is
+    :func:`_scale_bias` and one rounding to ``out``'s dtype, stores masked.
+    """
+    num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=True):
+        pid_m, pid_n = _tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kb in range(k_tiles):
+            a = a_desc.load([off_m, kb * BLOCK_K])
+            b = w_desc.load([off_n, kb * BLOCK_K])  # (BLOCK_N, BLOCK_K): K-major, as the FP8 wgmma wants w.T
+            acc = tl.dot(a, b.T, acc, max_num_imprecise_acc=PROMOTE)
+        offs_m = off_m + tl.arange(0, BLOCK_M)
+        offs_n = off_n + tl.arange(0, BLOCK_N)
+        mask_m = offs_m < M
+        mask_n = offs_n < N
+        if IDX64:
+            offs_m = offs_m.to(tl.int64)
+            offs_n = offs_n.to(tl.int64)
+        acc = _scale_bias(acc, offs_m, offs_n, mask_m, mask_n, a_scale_ptr, a_scale_stride, w_scale_ptr,
+                          w_scale_stride, bias_ptr, HAS_BIAS)
+        tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
+                 mask=mask_m[:, None] & mask_n[None, :])
 
 
 @triton.jit
