@@ -146,7 +146,7 @@ def test_fast_path_key_must_be_a_bool():
 
 def test_cuda_attention_policy_routes_dense_calls_to_cudnn(monkeypatch):
     """The shipped cuda policy (measured on an H200): the torch backend's cuDNN path for a dense
-    bf16 forward of >= 4096 keys (with or without the lse) and for every dense backward (any key
+    bf16 forward of >= 1024 keys (with or without the lse) and for every dense backward (any key
     length) unless deterministic; our Triton kernels for shorter forwards, a deterministic
     backward, or where the cuDNN path declines (GQA here). torch's own cuDNN checks need a GPU,
     so they are stood in with 'yes'."""
@@ -172,10 +172,44 @@ def test_cuda_attention_policy_routes_dense_calls_to_cudnn(monkeypatch):
         pg = check_dense(q, kg, vg, None, True, (-1, -1), 0.0, None, 0.0)
         assert attn.FLASH_ATTN_FWD.auto((q, kg, vg, None, None, None, pg)).name == "triton"
         assert attn.FLASH_ATTN_BWD.auto((q, kg, vg, None, None, None, pg)).name == "triton"
-        qs, ks, vs = (cuda_like(2, 1024, 8, 64) for _ in range(3))  # below the forward's crossover
+        qs, ks, vs = (cuda_like(2, 1000, 8, 64) for _ in range(3))  # below the forward's crossover
         ps = check_dense(qs, ks, vs, None, True, (-1, -1), 0.0, None, 0.0)
         assert attn.FLASH_ATTN_FWD.auto((qs, ks, vs, None, None, None, ps)).name == "triton"
         assert attn.FLASH_ATTN_BWD.auto((qs, ks, vs, None, None, None, ps)).name == "torch"
+    finally:
+        monkeypatch.undo()
+        policy._clear()
+
+
+def test_cuda_gemm_policy_takes_cublas_for_small_per_tensor_calls(monkeypatch):
+    """The shipped cuda policy: cuBLAS's per-tensor FP8 GEMM (the torch backend) for M <= 128
+    with per-tensor scales on both operands; our Triton kernel for row-wise scales and larger M.
+    (The device checks of torch._scaled_mm and Triton's FP8 dot need a GPU: stood in with 'yes'.)"""
+    from vllm_rocm_accel.backends.torch import gemm as torch_gemm
+    from vllm_rocm_accel.ops import gemm as gemm_ops
+
+    monkeypatch.setattr(policy, "family_of", lambda device: "cuda" if device.type == "cuda" else "cpu")
+    from vllm_rocm_accel.backends.triton import gemm as triton_gemm
+
+    monkeypatch.setattr(torch_gemm, "scaled_mm_refusal", lambda *a: None)
+    monkeypatch.setattr(triton_gemm, "_native_formats", lambda device: (torch.float8_e4m3fn,))
+    policy._clear()
+    try:
+        fp8 = torch.float8_e4m3fn
+        w = cuda_like(4096, 4096, dtype=fp8)
+        one = cuda_like(1, dtype=torch.float32)
+
+        def chosen(m, a_kind, w_kind):
+            a = cuda_like(m, 4096, dtype=fp8)
+            sa = one if a_kind == "tensor" else cuda_like(m, 1, dtype=torch.float32)
+            sw = one if w_kind == "tensor" else cuda_like(4096, 1, dtype=torch.float32)
+            return gemm_ops.GEMM_A8W8.auto((a, w, sa, sw, a_kind, w_kind, None, torch.bfloat16)).name
+
+        assert chosen(1, "tensor", "tensor") == "torch"
+        assert chosen(128, "tensor", "tensor") == "torch"
+        assert chosen(129, "tensor", "tensor") == "triton"
+        assert chosen(16, "token", "channel") == "triton"
+        assert chosen(16, "tensor", "channel") == "triton"
     finally:
         monkeypatch.undo()
         policy._clear()

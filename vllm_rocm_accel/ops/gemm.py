@@ -78,20 +78,22 @@ def _aiter_supported(device: torch.device):
     return _aiter_gate(device) or aiter_gemm.arch_unsupported_reason(device)
 
 
-def _dispatch(name, aiter_fn, aiter_ok, triton_fn, triton_ok, torch_fn):
+def _dispatch(name, aiter_fn, aiter_ok, triton_fn, triton_ok, torch_fn, torch_fast=None):
     return dispatch.OpDispatch(
         name,
         [
             dispatch.Backend("aiter", aiter_fn, _aiter_supported, aiter_ok),
             dispatch.Backend("triton", triton_fn, dispatch.triton_supported, triton_ok),
-            dispatch.Backend("torch", torch_fn, dispatch.torch_supported, torch_gemm.supports_args),
+            dispatch.Backend("torch", torch_fn, dispatch.torch_supported, torch_gemm.supports_args,
+                             fast_path=torch_fast),
         ],
         _call_shape,
     )
 
 
+# the choice key below holds the scale kinds, so the per-tensor fast path may be cached with it
 GEMM_A8W8 = _dispatch("gemm_a8w8", aiter_gemm.gemm_a8w8, aiter_gemm.supports_args_gemm_a8w8, _triton_gemm_a8w8,
-                      _triton_supports_gemm_a8w8, torch_gemm.gemm_a8w8)
+                      _triton_supports_gemm_a8w8, torch_gemm.gemm_a8w8, torch_gemm.per_tensor_fast_path)
 BLOCKSCALE = _dispatch("gemm_a8w8_blockscale", aiter_gemm.gemm_a8w8_blockscale, aiter_gemm.supports_args_blockscale,
                        _triton_blockscale, _triton_supports_blockscale, torch_gemm.gemm_a8w8_blockscale)
 

@@ -106,6 +106,14 @@ def _dequant_mm(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype):
     return acc.to(out_dtype)
 
 
+def per_tensor_fast_path(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype, hint=None) -> bool:
+    """Whether cuBLAS's per-tensor FP8 kernel (``torch._scaled_mm`` with two scalar scales)
+    serves this call: the cuda policy prefers it for small M, where it streams an L2-resident
+    weight faster than our Triton tiles (H100 gemm run 5: 5.3-7.2 vs 8.1-8.7 us at M <= 128,
+    (4096, 4096); 25.1 vs 32.9 us at M = 128, K = 14336; docs/performance.md)."""
+    return (a_kind, w_kind) == ("tensor", "tensor") and scaled_mm_refusal(a, w, a_kind, w_kind, out_dtype) is None
+
+
 def gemm_a8w8(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype):
     if scaled_mm_refusal(a, w, a_kind, w_kind, out_dtype) is None:
         return _scaled_mm(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype)
