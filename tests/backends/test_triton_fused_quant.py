@@ -321,3 +321,97 @@ def test_chunked_kernel_and_rcp_div(seed, config, residual, rcp_div, hidden, chu
     check(got, want, FN, torch.bfloat16, f"chunked {hidden}/{chunk}")
     if residual:
         assert torch.equal(rr, r_ref)
+
+
+# --- the faster RMSNorm + quant variants (issue 4 follow-up) --------------------------------------
+# kernel: whole (the whole-row kernel, two rows a program), regs (chunks held in registers)
+NORM_VARIANTS = {
+    "whole split": dict(kernel="whole", rcp_div="split"),
+    "whole split weight_early": dict(kernel="whole", rcp_div="split", weight_early=True),
+    "whole rcp weight_early lp_amax": dict(kernel="whole", rcp_div=True, weight_early=True, lp_amax=True),
+    "whole split sat lp_amax": dict(kernel="whole", rcp_div="split", sat_cvt=True, lp_amax=True),
+    "regs ieee": dict(kernel="regs", rcp_div=False),
+    "regs split": dict(kernel="regs", rcp_div="split"),
+    "regs split sat weight_early": dict(kernel="regs", rcp_div="split", sat_cvt=True, weight_early=True),
+    "chunked split sat": dict(kernel="chunked", rcp_div="split", sat_cvt=True),
+}
+
+
+def use_norm_variant(section: dict, variant: str, chunk: int, rows: int) -> None:
+    v = NORM_VARIANTS[variant]
+    for key in ("rcp_div", "sat_cvt", "weight_early", "lp_amax"):
+        section[key] = v.get(key, False)
+    if v["kernel"] == "whole":
+        section["chunked"] = []
+        section["single_pass_max_cols"], section["single_pass_max_idle"] = 1024, 1.0
+        section["tables"] = {"default": [{"max_cols": 10**9, "rows_per_program": rows, "num_warps": 4}]}
+    else:
+        section["chunked"] = [{"max_cols": 10**9, "min_rows": 1, "chunk": chunk, "rows_per_program": rows,
+                               "num_warps": 4, "regs": v["kernel"] == "regs"}]
+    tfq.clear_caches()
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("variant", list(NORM_VARIANTS))
+@pytest.mark.parametrize("hidden,chunk,rows,row_pad", [
+    (123, 32, 2, 5),    # odd H: a masked last chunk (and padded whole rows), 2 rows a program over 5, strided
+    (500, 64, 1, 0),    # 8 chunks: every slot of the regs kernel
+])
+def test_rms_norm_quant_fast_variants(seed, config, residual, variant, hidden, chunk, rows, row_pad):
+    """The split division, the saturating conversion, the early 2-D weight, the amax in x's dtype and
+    the regs kernel agree with the reference (bit for bit on the CPU; chunk-wise sums of squares may
+    round rstd differently in the last bit, which ``check``'s one-ulp rule covers on a GPU), with an
+    all-zero row (and, with a residual, a row whose sum is zero), and the residual updated exactly."""
+    x, r, w = norm_case((5,), hidden, torch.bfloat16, row_pad=row_pad)
+    x[3] = 0
+    if residual:
+        r[1] = -x[1]
+    use_norm_variant(config()[tfq._family(x.device.type)]["rms_norm_quant"], variant, chunk, rows)
+    rcp_div, chunked, opts = tfq.norm_quant_variant_params(x.device.type, hidden, x.dtype)
+    v = NORM_VARIANTS[variant]
+    assert (chunked[0] == 1) == (v["kernel"] != "whole") and chunked[7] == (v["kernel"] == "regs")
+    assert opts == (v.get("sat_cvt", False), v.get("weight_early", False), v.get("lp_amax", False))
+    r_ref = r.clone()
+    want = (ref.fused_add_rms_norm_dynamic_quant(x, r_ref, w, EPS, FN) if residual
+            else ref.rms_norm_dynamic_quant(x, w, EPS, FN))
+    rr = r.clone()
+    got = run_norm(x, w, FN, residual=rr if residual else None)
+    check(got, want, FN, torch.bfloat16, f"{variant} {hidden}/{chunk} rows {rows} residual {residual}")
+    zero = 1 if residual else 3
+    assert not got[0][zero].view(torch.uint8).any()
+    assert got[1][zero].item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(FN))
+    if residual:
+        assert torch.equal(rr, r_ref)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("variant", ["whole split weight_early", "regs split sat weight_early"])
+def test_fast_variants_weightless_and_fnuz(seed, config, fmt, variant):
+    x, r, _ = norm_case((4,), 96, torch.float16)
+    use_norm_variant(config()[tfq._family(x.device.type)]["rms_norm_quant"], variant, 32, 2)
+    check(run_norm(x, None, fmt), ref.rms_norm_dynamic_quant(x, None, EPS, fmt), fmt, torch.float16, f"{variant} no w")
+    r_ref = r.clone()
+    want = ref.fused_add_rms_norm_dynamic_quant(x, r_ref, None, EPS, fmt)
+    check(run_norm(x, None, fmt, residual=r), want, fmt, torch.float16, f"{variant} add, no w")
+    assert torch.equal(r, r_ref)
+
+
+def test_regs_kernel_takes_at_most_8_chunks(config):
+    section = config()[tfq._family("cpu")]["rms_norm_quant"]
+    section["chunked"] = [{"max_cols": 10**9, "min_rows": 1, "chunk": 64, "num_warps": 4, "regs": True}]
+    tfq.clear_caches()
+    assert tfq.norm_quant_variant_params("cpu", 512, torch.bfloat16)[1][7] is True
+    assert tfq.norm_quant_variant_params("cpu", 520, torch.bfloat16)[1][7] is False  # 9 chunks: the chunked kernel
+    tfq.clear_caches()
+
+
+@pytest.mark.parametrize("variant", ["whole split weight_early", "regs split sat weight_early"])
+def test_fast_variants_int64_offsets(seed, config, monkeypatch, variant):
+    """IDX64 (set only when an offset can reach 2**31) computes the same: forced by lowering the bound."""
+    x, r, w = norm_case((5,), 123, torch.bfloat16)
+    use_norm_variant(config()[tfq._family(x.device.type)]["rms_norm_quant"], variant, 32, 2)
+    monkeypatch.setattr(tfq, "_I32", 1)
+    r_ref = r.clone()
+    want = ref.fused_add_rms_norm_dynamic_quant(x, r_ref, w, EPS, FN)
+    check(run_norm(x, w, FN, residual=r), want, FN, torch.bfloat16, f"{variant} idx64")
+    assert torch.equal(r, r_ref)

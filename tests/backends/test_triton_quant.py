@@ -334,3 +334,108 @@ def test_rcp_div_whole_row_kernel(seed, config):
     tq.clear_caches()
     qr, sr = ref.per_token_quant(x, FN, None)
     check(*run_per_token(x, FN), qr, sr, FN, "whole row rcp_div")
+
+
+# --- the faster per-token variants (issue 4 follow-up) ------------------------------------------------
+def special_rows(x: torch.Tensor) -> torch.Tensor:
+    """``make_x`` rows plus the edges of the reciprocal divisions: an all-zero row, a row of signed
+    zeros among values, one value four binades above its row (the rest of it lands on FP8
+    subnormals or zero) and values that quantize to FP8 subnormal steps."""
+    x = x.clone()
+    x[1] = 0
+    x[2, ::3] = -0.0
+    x[3, 5] = 1e4
+    x[3, 6:9] = 2.0 ** -9 * x[3].float().abs().amax().to(x.dtype)
+    return x
+
+
+def chunked_bracket(chunk: int, rows: int, regs: bool, hints: bool = False) -> list:
+    return [{"max_cols": 10**9, "min_rows": 1, "chunk": chunk, "rows_per_program": rows, "num_warps": 4,
+             "hints": hints, "regs": regs}]
+
+
+# kernel: whole (the whole-row kernel, BLOCK_N = next_power_of_2(H)), chunked, regs
+PER_TOKEN_VARIANTS = {
+    "whole split": dict(kernel="whole", rcp_div="split"),
+    "whole split sat": dict(kernel="whole", rcp_div="split", sat_cvt=True),
+    "chunked split": dict(kernel="chunked", rcp_div="split", hints=True),
+    "regs ieee": dict(kernel="regs", rcp_div=False),
+    "regs rcp": dict(kernel="regs", rcp_div=True),
+    "regs split sat": dict(kernel="regs", rcp_div="split", sat_cvt=True),
+}
+
+
+def use_per_token_variant(section: dict, variant: str, chunk: int, rows: int) -> None:
+    v = PER_TOKEN_VARIANTS[variant]
+    section["rcp_div"] = v["rcp_div"]
+    section["sat_cvt"] = v.get("sat_cvt", False)
+    if v["kernel"] == "whole":
+        section["chunked"] = []
+        section["single_pass_max_cols"], section["single_pass_max_idle"] = 1024, 1.0
+        section["tables"] = {"default": [{"max_cols": 10**9, "rows_per_program": rows, "num_warps": 4}]}
+    else:
+        section["chunked"] = chunked_bracket(chunk, rows, v["kernel"] == "regs", v.get("hints", False))
+    tq.clear_caches()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("variant", list(PER_TOKEN_VARIANTS))
+@pytest.mark.parametrize("hidden,chunk,rows,row_pad", [
+    (192, 64, 1, 0),     # 3 whole chunks (no masked lanes), one row a program
+    (123, 32, 2, 5),     # odd H: a masked last chunk, 2 rows a program over 5 rows, strided rows
+    (500, 64, 2, 0),     # 8 chunks: every slot of the regs kernel
+])
+def test_per_token_fast_variants(seed, config, fmt, variant, hidden, chunk, rows, row_pad):
+    """The split division, the unclamped saturating conversion and the regs kernel give the
+    reference's bytes (with scale_ub too: the launcher takes the reciprocal division and the clamp
+    there), on rows with zeros, signed zeros, FP8 subnormal steps and one huge value."""
+    x = special_rows(make_x((5,), hidden + row_pad, torch.bfloat16))[:, :hidden]
+    use_per_token_variant(config()[tq._family(x.device.type)]["per_token"], variant, chunk, rows)
+    rcp_div, chunked, (sat, _, _) = tq.per_token_variant_params(x.device.type, hidden, x.dtype)
+    kernel = PER_TOKEN_VARIANTS[variant]["kernel"]
+    assert rcp_div == {False: 0, True: 1, "split": 2}[PER_TOKEN_VARIANTS[variant]["rcp_div"]]
+    assert (chunked[0] == 1) == (kernel != "whole") and chunked[7] == (kernel == "regs")
+    qr, sr = ref.per_token_quant(x, fmt, None)
+    q, s = run_per_token(x, fmt)
+    check(q, s, qr, sr, fmt, f"{variant} {hidden}/{chunk} rows {rows}")
+    assert not q[1].view(torch.uint8).any() and s[1].item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(fmt))
+    ub = x.float().abs().amax(-1)[2:].median().reshape(1)  # binds on some rows
+    qr, sr = ref.per_token_quant(x, fmt, ub)
+    check(*run_per_token(x, fmt, ub), qr, sr, fmt, f"{variant} {hidden}/{chunk} scale_ub")
+
+
+@pytest.mark.parametrize("variant", [v for v in PER_TOKEN_VARIANTS if not PER_TOKEN_VARIANTS[v].get("sat_cvt")])
+def test_per_token_variants_match_the_default_path_on_inf_and_nan(seed, config, variant):
+    """Rows holding inf (amax inf: the split division's stand-in scale) or NaN give the default path's
+    bytes and scales (the reference's NaN handling is not the kernels': compared kernel to kernel)."""
+    x = make_x((4,), 96, torch.float32)
+    x[0, 3], x[1, 7], x[2, 0], x[2, 9] = float("inf"), float("-inf"), float("nan"), float("inf")
+    want = run_per_token(x, FN)
+    use_per_token_variant(config()[tq._family(x.device.type)]["per_token"], variant, 32, 2)
+    got = run_per_token(x, FN)
+    assert torch.equal(got[0].view(torch.uint8), want[0].view(torch.uint8)), variant
+    assert torch.equal(got[1], want[1]) or torch.allclose(got[1], want[1], equal_nan=True), variant
+
+
+def test_per_token_config_options_parse(config):
+    section = config()[tq._family("cpu")]["per_token"]
+    section["chunked"] = chunked_bracket(64, 1, regs=True)
+    tq.clear_caches()
+    assert tq.per_token_variant_params("cpu", 512, torch.bfloat16)[1][7] is True  # 8 chunks: the regs kernel
+    assert tq.per_token_variant_params("cpu", 513, torch.bfloat16)[1][7] is False  # 9: the chunked kernel
+    assert tq.per_token_variant_params("cpu", 64, torch.bfloat16)[0] == 0  # rcp_div absent: per element
+    section["rcp_div"] = "fast"
+    tq.clear_caches()
+    with pytest.raises(ValueError, match="rcp_div"):
+        tq.per_token_variant_params("cpu", 64, torch.bfloat16)
+    tq.clear_caches()
+
+
+@pytest.mark.parametrize("variant", ["whole split sat", "regs split sat", "chunked split"])
+def test_per_token_fast_variants_int64_offsets(seed, config, monkeypatch, variant):
+    """IDX64 (set only when an offset can reach 2**31) computes the same: forced by lowering the bound."""
+    x = make_x((5,), 123, torch.bfloat16)
+    use_per_token_variant(config()[tq._family(x.device.type)]["per_token"], variant, 32, 2)
+    monkeypatch.setattr(tq, "_I32", 1)
+    qr, sr = ref.per_token_quant(x, FN, None)
+    check(*run_per_token(x, FN), qr, sr, FN, f"{variant} idx64")

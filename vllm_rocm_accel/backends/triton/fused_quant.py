@@ -6,7 +6,8 @@ the FP8 format, float32 scales), validates, and asks the ``supports_args_*`` pre
 * :func:`rms_norm_dynamic_quant` -- RMSNorm of x (plus ``residual``, which is updated in place)
   then per-token quant, in one kernel: whole rows in registers, a looped three-pass kernel for
   rows too long for that or too far from a power of two, or (where the config's ``chunked``
-  brackets ask for it) whole rows as unrolled power-of-two chunks (config ``rms_norm_quant``);
+  brackets ask for it) whole rows as unrolled power-of-two chunks, read three times or (``regs``)
+  held in registers (config ``rms_norm_quant``);
 * :func:`silu_and_mul_group_quant` -- SiLU-and-mul then 1 x group_size quant, one kernel over
   (token, group) tiles; scales written through a token and a group stride (row- or column-major).
 
@@ -40,8 +41,9 @@ _config = config_data.loader("fused_quant")  # a module attribute: tests and tun
 _NORM = FastLauncher(_k.rms_norm_quant_rows_kernel)
 _NORM_LOOPED = FastLauncher(_k.rms_norm_quant_looped_kernel)
 _NORM_CHUNKED = FastLauncher(_k.rms_norm_quant_chunked_kernel)
+_NORM_REGS = FastLauncher(_k.rms_norm_quant_regs_kernel)
 _SILU = FastLauncher(_k.silu_mul_group_quant_kernel)
-_LAUNCHERS = (_NORM, _NORM_LOOPED, _NORM_CHUNKED, _SILU)
+_LAUNCHERS = (_NORM, _NORM_LOOPED, _NORM_CHUNKED, _NORM_REGS, _SILU)
 _I32 = 2**31
 
 
@@ -59,8 +61,9 @@ def norm_quant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tupl
 
 @functools.lru_cache(maxsize=None)
 def norm_quant_variant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple:
-    """(rcp_div, (chunked_from_rows, CHUNK, N_CHUNKS, EVEN, rows_per_program, num_warps, hints)) for
-    rows of ``n_cols`` elements (``quant.row_variant_params`` on section ``rms_norm_quant``)."""
+    """(rcp_div, (chunked_from_rows, CHUNK, N_CHUNKS, EVEN, rows_per_program, num_warps, hints, regs),
+    (sat_cvt, weight_early, lp_amax)) for rows of ``n_cols`` elements (``quant.row_variant_params`` on
+    section ``rms_norm_quant``)."""
     return row_variant_params(_family_config(device_type)["rms_norm_quant"], n_cols, dtype, "fused_quant.json")
 
 
@@ -132,15 +135,23 @@ def rms_norm_dynamic_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: tor
     n_rows = x.numel() // n_cols
     q = _encoded(q_out, sw)
     eps = float(eps)  # one specialization whatever number type the caller passed
-    rcp_div, (chunked_from, chunk, n_chunks, even, crows, cwarps, hints) = norm_quant_variant_params(
-        dev, n_cols, x.dtype)
+    rcp_div, (chunked_from, chunk, n_chunks, even, crows, cwarps, hints, regs), (sat, w_early, lp_amax) = (
+        norm_quant_variant_params(dev, n_cols, x.dtype))
+    sat = sat and not sw
+    args = (x, xs, res, rs, q, qs, scales_out, ss, w, n_rows, n_cols, eps)
     if n_rows >= chunked_from:
         idx64 = (n_rows + crows) * max(xs, rs, qs, ss) + n_chunks * chunk >= _I32
+        if regs:
+            # constexprs: HAS_RESIDUAL, HAS_WEIGHT, ROWS, CHUNK, N_CHUNKS, EVEN, FP8_MAX, AMAX_FLOOR, RCP_SCALE,
+            # SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT, W_EARLY
+            _NORM_REGS.launch((-(-n_rows // crows),), args, (has_res, has_w, crows, chunk, n_chunks, even, fmax,
+                                                             AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div, sat, w_early),
+                              cwarps)
+            return
         # constexprs: HAS_RESIDUAL, HAS_WEIGHT, ROWS, CHUNK, N_CHUNKS, EVEN, HINTS, FP8_MAX, AMAX_FLOOR, RCP_SCALE,
-        # SW_FP8, FNUZ, IDX64, RCP_DIV
-        _NORM_CHUNKED.launch((-(-n_rows // crows),), (x, xs, res, rs, q, qs, scales_out, ss, w, n_rows, n_cols, eps),
-                             (has_res, has_w, crows, chunk, n_chunks, even, hints, fmax, AMAX_FLOOR, rcp, sw, fnuz,
-                              idx64, rcp_div), cwarps)
+        # SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT
+        _NORM_CHUNKED.launch((-(-n_rows // crows),), args, (has_res, has_w, crows, chunk, n_chunks, even, hints, fmax,
+                                                            AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div, sat), cwarps)
         return
     looped_from, block, rows_pp, warps, lblock, lwarps = norm_quant_params(dev, n_cols, x.dtype)
     if n_rows >= looped_from:  # int64 offsets always; one row per program
@@ -150,9 +161,9 @@ def rms_norm_dynamic_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: tor
         return
     idx64 = (n_rows + rows_pp) * max(xs, rs, qs, ss) + block >= _I32
     # constexprs: HAS_RESIDUAL, HAS_WEIGHT, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64,
-    # RCP_DIV
-    _NORM.launch((-(-n_rows // rows_pp),), (x, xs, res, rs, q, qs, scales_out, ss, w, n_rows, n_cols, eps),
-                 (has_res, has_w, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div), warps)
+    # RCP_DIV, SAT_CVT, W_EARLY, LP_AMAX
+    _NORM.launch((-(-n_rows // rows_pp),), args, (has_res, has_w, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz,
+                                                  idx64, rcp_div, sat, w_early, lp_amax), warps)
 
 
 def silu_and_mul_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor, group_size: int) -> None:

@@ -8,8 +8,8 @@ the FP8 format, float32 scales), validates, and asks the ``supports_args_*`` pre
   quantizes with ``static_scale`` and copies it to ``scale_out``;
 * :func:`per_token_quant` -- one kernel: whole rows in registers, a looped two-pass kernel
   for rows too long for that or too far from a power of two, or (where the config's
-  ``chunked`` brackets ask for it) whole rows as unrolled power-of-two chunks (config
-  ``per_token``);
+  ``chunked`` brackets ask for it) whole rows as unrolled power-of-two chunks, read twice or
+  (``regs``) held in registers (config ``per_token``);
 * :func:`per_token_group_quant` -- one kernel over (token, group) tiles; scales are written
   through a token stride and a group stride, so row- and column-major scales both work.
 
@@ -43,11 +43,14 @@ _QUANT = FastLauncher(_k.quant_with_scale_kernel)
 _TOKEN = FastLauncher(_k.per_token_quant_kernel)
 _TOKEN_LOOPED = FastLauncher(_k.per_token_quant_looped_kernel)
 _TOKEN_CHUNKED = FastLauncher(_k.per_token_quant_chunked_kernel)
+_TOKEN_REGS = FastLauncher(_k.per_token_quant_regs_kernel)
 _GROUP = FastLauncher(_k.per_token_group_quant_kernel)
-_LAUNCHERS = (_AMAX, _QUANT, _TOKEN, _TOKEN_LOOPED, _TOKEN_CHUNKED, _GROUP)
+_LAUNCHERS = (_AMAX, _QUANT, _TOKEN, _TOKEN_LOOPED, _TOKEN_CHUNKED, _TOKEN_REGS, _GROUP)
 _I32 = 2**31
 _NEVER = 2**63
 _MAX_CHUNKS = 64  # the chunked kernels unroll their chunk loops: bound the code size
+_MAX_REG_CHUNKS = 8  # the regs kernels' named chunk slots
+_RCP_DIV = {False: 0, True: 1, "split": 2}  # config rcp_div -> the kernels' RCP_DIV
 
 
 # --- launch parameters ------------------------------------------------------
@@ -114,34 +117,54 @@ def row_kernel_params(section: dict, n_cols: int, dtype: torch.dtype,
 
 @functools.lru_cache(maxsize=None)
 def per_token_variant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple:
-    """(rcp_div, (chunked_from_rows, CHUNK, N_CHUNKS, EVEN, rows_per_program, num_warps, hints)) for
-    rows of ``n_cols`` elements: see :func:`row_variant_params`."""
+    """(rcp_div, (chunked_from_rows, CHUNK, N_CHUNKS, EVEN, rows_per_program, num_warps, hints, regs),
+    (sat_cvt, weight_early, lp_amax)) for rows of ``n_cols`` elements: see :func:`row_variant_params`."""
     return row_variant_params(_family_config(device_type)["per_token"], n_cols, dtype)
 
 
 def row_variant_params(section: dict, n_cols: int, dtype: torch.dtype, source: str = "quant.json") -> tuple:
-    """The optional parts of a per-token launch choice (shared with the fused norm + quant kernels):
+    """The optional parts of a per-token launch choice (shared with the fused norm + quant kernels),
+    as (rcp_div, chunked, (sat_cvt, weight_early, lp_amax)):
 
-    * ``rcp_div`` (section key, default false): the whole-row and chunked kernels divide by the
-      row's scale through its reciprocal (the same bits, fewer instructions);
+    * ``rcp_div`` (section key, default false): how the whole-row, chunked and regs kernels divide
+      by the row's scale, the same bits every way: false per element; true through the row's
+      reciprocal plus two exact corrections; ``"split"`` from a two-term reciprocal and one
+      correction (4 FP32 operations; kernels/triton/quant.py). Returned as the kernels' RCP_DIV
+      (0 / 1 / 2); calls with a scale_ub take 1 for 2 (the launcher).
     * ``chunked`` (section key, optional list of brackets sorted by max_cols; the first with
       H <= max_cols applies): calls of at least ``min_rows`` rows take the chunked kernel, rows of
       ``chunk`` (a power of two, capped at next_power_of_2(H)) columns at a time,
-      ``rows_per_program`` rows per program with ``num_warps``, L1 eviction hints when ``hints``.
+      ``rows_per_program`` rows per program with ``num_warps``, L1 eviction hints when ``hints``;
+      ``regs`` (default false): the regs kernel instead, the same chunks held in registers rather
+      than read again (at most 8 chunks; past that the bracket takes the chunked kernel; no hints).
       Past _MAX_CHUNKS chunks (code size) it never applies.
+    * ``sat_cvt`` (section key, default false): no clamp before the native FP8 conversion (the
+      launchers use it only without SW_FP8 and without a scale_ub, where |x / scale| rounds to at
+      most FP8_MAX anyway; NaN quotients encode as NaN, not +-FP8_MAX);
+    * ``weight_early`` and ``lp_amax`` (section keys, default false; the fused norm + quant kernels
+      only): the weight loaded with x in the tile's layout, and the amax taken in x's dtype (see
+      kernels/triton/fused_quant.py).
+
+    None of them changes a bit otherwise.
     """
-    rcp_div = bool(section.get("rcp_div", False))
-    never = (_NEVER, 1, 1, True, 1, 4, False)
+    rcp_div = section.get("rcp_div", False)
+    if rcp_div not in _RCP_DIV:
+        raise ValueError(f"{source}: rcp_div must be false, true or \"split\", got {rcp_div!r}")
+    opts = (bool(section.get("sat_cvt", False)), bool(section.get("weight_early", False)),
+            bool(section.get("lp_amax", False)))
+    rcp_div = _RCP_DIV[rcp_div]
+    never = (_NEVER, 1, 1, True, 1, 4, False, False)
     entry = next((e for e in section.get("chunked") or () if n_cols <= e["max_cols"]), None)
     if entry is None or n_cols < 1:
-        return rcp_div, never
+        return rcp_div, never, opts
     chunk = min(pow2("chunk", int(entry["chunk"]), source), pow2_ceil(n_cols))
     n_chunks = -(-n_cols // chunk)
     if n_chunks > _MAX_CHUNKS:
-        return rcp_div, never
+        return rcp_div, never, opts
     rows = pow2("rows_per_program", int(entry.get("rows_per_program", 1)), source)
+    regs = bool(entry.get("regs", False)) and n_chunks <= _MAX_REG_CHUNKS
     return rcp_div, (int(entry["min_rows"]), chunk, n_chunks, n_cols % chunk == 0, rows,
-                     int(entry["num_warps"]), bool(entry.get("hints", False)))
+                     int(entry["num_warps"]), bool(entry.get("hints", False)), regs), opts
 
 
 @functools.lru_cache(maxsize=None)
@@ -311,15 +334,24 @@ def per_token_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tens
     has_ub = scale_ub is not None
     ub = scale_ub if has_ub else scales_out  # never read without HAS_UB
     q = _encoded(q_out, sw)
-    rcp_div, (chunked_from, chunk, n_chunks, even, crows, cwarps, hints) = per_token_variant_params(
-        dev, n_cols, x.dtype)
+    rcp_div, (chunked_from, chunk, n_chunks, even, crows, cwarps, hints, regs), (sat, _, _) = (
+        per_token_variant_params(dev, n_cols, x.dtype))
+    if has_ub:  # a capped scale can meet infinite / overflowing quotients: no split division, clamp
+        rcp_div, sat = min(rcp_div, 1), False
+    sat = sat and not sw
     if n_rows >= chunked_from:
         idx64 = (n_rows + crows) * max(xs, qs, ss) + n_chunks * chunk >= _I32
+        args = (x, xs, q, qs, scales_out, ss, ub, n_rows, n_cols)
+        if regs:
+            # constexprs: HAS_UB, ROWS, CHUNK, N_CHUNKS, EVEN, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64,
+            # RCP_DIV, SAT_CVT
+            _TOKEN_REGS.launch((-(-n_rows // crows),), args, (has_ub, crows, chunk, n_chunks, even, fmax, AMAX_FLOOR,
+                                                              rcp, sw, fnuz, idx64, rcp_div, sat), cwarps)
+            return
         # constexprs: HAS_UB, ROWS, CHUNK, N_CHUNKS, EVEN, HINTS, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ,
-        # IDX64, RCP_DIV
-        _TOKEN_CHUNKED.launch((-(-n_rows // crows),), (x, xs, q, qs, scales_out, ss, ub, n_rows, n_cols),
-                              (has_ub, crows, chunk, n_chunks, even, hints, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64,
-                               rcp_div), cwarps)
+        # IDX64, RCP_DIV, SAT_CVT
+        _TOKEN_CHUNKED.launch((-(-n_rows // crows),), args, (has_ub, crows, chunk, n_chunks, even, hints, fmax,
+                                                             AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div, sat), cwarps)
         return
     looped_from, block, rows_pp, warps, lblock, lwarps = per_token_params(dev, n_cols, x.dtype)
     if n_rows >= looped_from:  # int64 offsets always; one row per program
@@ -328,9 +360,9 @@ def per_token_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tens
                              (has_ub, lblock, fmax, AMAX_FLOOR, rcp, sw, fnuz), lwarps)
         return
     idx64 = (n_rows + rows_pp) * max(xs, qs, ss) + block >= _I32
-    # constexprs: HAS_UB, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64, RCP_DIV
+    # constexprs: HAS_UB, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT
     _TOKEN.launch((-(-n_rows // rows_pp),), (x, xs, q, qs, scales_out, ss, ub, n_rows, n_cols),
-                  (has_ub, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div), warps)
+                  (has_ub, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div, sat), warps)
 
 
 def per_token_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor, group_size: int) -> None:

@@ -33,16 +33,22 @@ import triton.language as tl
 
 from .activation import _act
 from .quant import (_chunk, _group_tiles, _load_hinted, _quantize, _quantize_groups, _quantize_row, _row_block,
-                    _row_scales, _scale)
+                    _row_scales, _scale, _slot_store)
+
+
+@triton.jit
+def _normed_lp(s, rstd, w, x_ptr, HAS_WEIGHT: tl.constexpr):
+    """The norm op's output in x's dtype: s * rstd (* weight, in the weight's dtype), rounded to x's dtype."""
+    y = s * rstd
+    if HAS_WEIGHT:
+        y = (y.to(w.dtype).to(tl.float32) * w.to(tl.float32)).to(w.dtype)
+    return y.to(x_ptr.dtype.element_ty)
 
 
 @triton.jit
 def _normed(s, rstd, w, x_ptr, HAS_WEIGHT: tl.constexpr):
-    """The norm op's output, as float32: s * rstd (* weight, in the weight's dtype), rounded to x's dtype."""
-    y = s * rstd
-    if HAS_WEIGHT:
-        y = (y.to(w.dtype).to(tl.float32) * w.to(tl.float32)).to(w.dtype)
-    return y.to(x_ptr.dtype.element_ty).to(tl.float32)
+    """:func:`_normed_lp` as float32 (exactly: a widening)."""
+    return _normed_lp(s, rstd, w, x_ptr, HAS_WEIGHT).to(tl.float32)
 
 
 # --- RMSNorm (+ residual) then per-token quant ---------------------------------------------------
@@ -71,13 +77,24 @@ def rms_norm_quant_rows_kernel(
     FNUZ: tl.constexpr,
     IDX64: tl.constexpr,
     RCP_DIV: tl.constexpr,
+    SAT_CVT: tl.constexpr,
+    W_EARLY: tl.constexpr,
+    LP_AMAX: tl.constexpr,
 ):
     """Single pass: a [ROWS, BLOCK_N] tile holds ROWS whole rows (BLOCK_N >= n_cols).
 
     Loads x (and residual) once, stores the sum over residual, normalizes, takes each row's
     amax and scale (``s_ptr[row * s_stride]``) and stores q: one read of the inputs, one write
-    of q (and residual), all from registers. RCP_DIV: q divides through the row's reciprocal
-    (``quant._div_rcp``, the same bits as the per-element division).
+    of q (and residual), all from registers. RCP_DIV: how q divides by the scale (the same bits
+    every way), SAT_CVT: no clamp before a saturating conversion (see the quant kernels'
+    docstring). Two options that change no bit either:
+
+    * W_EARLY: the weight is loaded with x, before the sum of squares, as a [1, BLOCK_N] block in
+      the tile's own layout (otherwise after rstd, as a [BLOCK_N] vector whose layout Triton
+      converts through shared memory: an L2 round trip and barriers after the first reduction;
+      sm_90 SASS of Triton 3.9 at H = 4096: 7 barriers, 3 with W_EARLY);
+    * LP_AMAX: the normalized rows stay in x's dtype (packed, half the registers of float32) until
+      the division, and the amax is taken on them (max and abs are exact in any format).
     """
     rows = _row_block(tl.program_id(0), ROWS, IDX64)
     cols = tl.arange(0, BLOCK_N)
@@ -87,19 +104,30 @@ def rms_norm_quant_rows_kernel(
     cols2 = cols[None, :]
 
     s = tl.load(x_ptr + rows[:, None] * x_row_stride + cols2, mask=mask, other=0.0).to(tl.float32)
+    if HAS_WEIGHT:
+        if W_EARLY:
+            w = tl.load(w_ptr + cols2, mask=col_mask[None, :], other=0.0)
     if HAS_RESIDUAL:
         r_ptrs = res_ptr + rows[:, None] * res_row_stride + cols2
         s = s + tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
         tl.store(r_ptrs, s.to(res_ptr.dtype.element_ty), mask=mask)  # both inputs of the tile are loaded
     rstd = tl.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
     if HAS_WEIGHT:
-        w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)[None, :]
+        if not W_EARLY:
+            w = tl.load(w_ptr + cols, mask=col_mask, other=0.0)[None, :]
     else:
         w = s  # unused
-    y = _normed(s, rstd[:, None], w, x_ptr, HAS_WEIGHT)  # padding columns are 0 and leave the amax alone
-    scale, rcp = _row_scales(tl.max(tl.abs(y), axis=1), s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR,
-                             RCP_SCALE, RCP_DIV)
-    q = _quantize_row(y, scale, rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+    # padding columns are 0 and leave the amax alone
+    if LP_AMAX:
+        y_lp = _normed_lp(s, rstd[:, None], w, x_ptr, HAS_WEIGHT)
+        amax = tl.max(tl.abs(y_lp), axis=1).to(tl.float32)
+        y = y_lp.to(tl.float32)
+    else:
+        y = _normed(s, rstd[:, None], w, x_ptr, HAS_WEIGHT)
+        amax = tl.max(tl.abs(y), axis=1)
+    sdiv, rh, rd, rl = _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR, RCP_SCALE,
+                                   RCP_DIV)
+    q = _quantize_row(y, sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
     tl.store(q_ptr + rows[:, None] * q_row_stride + cols2, q, mask=mask)
 
 
@@ -140,6 +168,7 @@ def rms_norm_quant_chunked_kernel(
     FNUZ: tl.constexpr,
     IDX64: tl.constexpr,
     RCP_DIV: tl.constexpr,
+    SAT_CVT: tl.constexpr,
 ):
     """ROWS whole rows per program as N_CHUNKS = cdiv(n_cols, CHUNK) [ROWS, CHUNK] tiles, the chunk
     loops unrolled (``static_range``; only the last chunk masked, none when EVEN), three passes as
@@ -175,8 +204,8 @@ def rms_norm_quant_chunked_kernel(
         else:
             w = s  # unused
         amax_acc = tl.maximum(amax_acc, tl.abs(_normed(s, rstd, w, x_ptr, HAS_WEIGHT)))
-    scale, rcp = _row_scales(tl.max(amax_acc, axis=1), s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR,
-                             RCP_SCALE, RCP_DIV)
+    sdiv, rh, rd, rl = _row_scales(tl.max(amax_acc, axis=1), s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX,
+                                   AMAX_FLOOR, RCP_SCALE, RCP_DIV)
 
     for c in tl.static_range(N_CHUNKS):
         cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
@@ -188,8 +217,168 @@ def rms_norm_quant_chunked_kernel(
         else:
             w = s  # unused
         y = _normed(s, rstd, w, x_ptr, HAS_WEIGHT)
-        q = _quantize_row(y, scale, rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+        q = _quantize_row(y, sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
         tl.store(q_rows + cols[None, :], q, mask=mask)
+
+
+@triton.jit
+def _slot_sum(c: tl.constexpr, x_rows, r_rows, w_ptr, j, row_mask, n_cols, CHUNK: tl.constexpr,
+              N_CHUNKS: tl.constexpr, EVEN: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+              W_EARLY: tl.constexpr):
+    """Chunk ``c``'s s = x (+ residual), float32, the sum stored over residual (the program has just
+    read both at these addresses), and its weight as a [1, CHUNK] block when W_EARLY (else s, unused)."""
+    cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+    s = _chunk_sum(x_rows, r_rows, cols, mask, HAS_RESIDUAL, 0)
+    if HAS_RESIDUAL:
+        tl.store(r_rows + cols[None, :], s.to(r_rows.dtype.element_ty), mask=mask)
+    w = s  # unused unless HAS_WEIGHT and W_EARLY
+    if HAS_WEIGHT:
+        if W_EARLY:
+            w = tl.load(w_ptr + cols[None, :], mask=(cols < n_cols)[None, :], other=0.0)
+    return s, w
+
+
+@triton.jit
+def _slot_normed(c: tl.constexpr, s, w, rstd, w_ptr, x_ptr, j, n_cols, CHUNK: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+                 W_EARLY: tl.constexpr):
+    """Chunk ``c``'s normalized rows (:func:`_normed`, float32); the weight loaded here unless W_EARLY."""
+    if HAS_WEIGHT:
+        if not W_EARLY:
+            cols = c * CHUNK + j
+            w = tl.load(w_ptr + cols[None, :], mask=(cols < n_cols)[None, :], other=0.0)
+    return _normed(s, rstd, w, x_ptr, HAS_WEIGHT)
+
+
+@triton.jit
+def rms_norm_quant_regs_kernel(
+    x_ptr,
+    x_row_stride,
+    res_ptr,
+    res_row_stride,
+    q_ptr,
+    q_row_stride,
+    s_ptr,
+    s_stride,
+    w_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_RESIDUAL: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    ROWS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    N_CHUNKS: tl.constexpr,
+    EVEN: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    RCP_SCALE: tl.constexpr,
+    SW_FP8: tl.constexpr,
+    FNUZ: tl.constexpr,
+    IDX64: tl.constexpr,
+    RCP_DIV: tl.constexpr,
+    SAT_CVT: tl.constexpr,
+    W_EARLY: tl.constexpr,
+):
+    """The chunked kernel's layout (ROWS whole rows as N_CHUNKS <= 8 [ROWS, CHUNK] tiles, only the
+    last masked) with the chunks kept in registers, as the whole-row kernel keeps its tile: each
+    input read once (no second and third pass over L1 / L2), no padding to a power of two
+    (7168 = 7 x 1024), one reduction each for the sum of squares and the amax (the chunks are
+    added / maxed elementwise first; the sum's order is the chunked kernel's, so rstd may differ
+    from the whole-row kernel's in the last bit). The chunks are named slots (s0 .. s7 and their
+    normalized y0 .. y7, each behind ``N_CHUNKS > c``: Triton has no list of tensors). Residual is
+    written as each chunk is read. W_EARLY: the weight chunks are loaded with x (before the sum
+    of squares) instead of after rstd.
+    """
+    tl.static_assert(N_CHUNKS <= 8)
+    rows = _row_block(tl.program_id(0), ROWS, IDX64)
+    row_mask = rows < n_rows
+    x_rows = x_ptr + rows[:, None] * x_row_stride
+    r_rows = res_ptr + rows[:, None] * res_row_stride
+    q_rows = q_ptr + rows[:, None] * q_row_stride
+    j = tl.arange(0, CHUNK)
+
+    s0, w0 = _slot_sum(0, x_rows, r_rows, w_ptr, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN, HAS_RESIDUAL,
+                       HAS_WEIGHT, W_EARLY)
+    acc = s0 * s0
+    if N_CHUNKS > 1:
+        s1, w1 = _slot_sum(1, x_rows, r_rows, w_ptr, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN, HAS_RESIDUAL,
+                           HAS_WEIGHT, W_EARLY)
+        acc += s1 * s1
+    if N_CHUNKS > 2:
+        s2, w2 = _slot_sum(2, x_rows, r_rows, w_ptr, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN, HAS_RESIDUAL,
+                           HAS_WEIGHT, W_EARLY)
+        acc += s2 * s2
+    if N_CHUNKS > 3:
+        s3, w3 = _slot_sum(3, x_rows, r_rows, w_ptr, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN, HAS_RESIDUAL,
+                           HAS_WEIGHT, W_EARLY)
+        acc += s3 * s3
+    if N_CHUNKS > 4:
+        s4, w4 = _slot_sum(4, x_rows, r_rows, w_ptr, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN, HAS_RESIDUAL,
+                           HAS_WEIGHT, W_EARLY)
+        acc += s4 * s4
+    if N_CHUNKS > 5:
+        s5, w5 = _slot_sum(5, x_rows, r_rows, w_ptr, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN, HAS_RESIDUAL,
+                           HAS_WEIGHT, W_EARLY)
+        acc += s5 * s5
+    if N_CHUNKS > 6:
+        s6, w6 = _slot_sum(6, x_rows, r_rows, w_ptr, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN, HAS_RESIDUAL,
+                           HAS_WEIGHT, W_EARLY)
+        acc += s6 * s6
+    if N_CHUNKS > 7:
+        s7, w7 = _slot_sum(7, x_rows, r_rows, w_ptr, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN, HAS_RESIDUAL,
+                           HAS_WEIGHT, W_EARLY)
+        acc += s7 * s7
+    rstd = tl.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)[:, None]
+
+    y0 = _slot_normed(0, s0, w0, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
+    am = tl.abs(y0)
+    if N_CHUNKS > 1:
+        y1 = _slot_normed(1, s1, w1, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
+        am = tl.maximum(am, tl.abs(y1))
+    if N_CHUNKS > 2:
+        y2 = _slot_normed(2, s2, w2, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
+        am = tl.maximum(am, tl.abs(y2))
+    if N_CHUNKS > 3:
+        y3 = _slot_normed(3, s3, w3, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
+        am = tl.maximum(am, tl.abs(y3))
+    if N_CHUNKS > 4:
+        y4 = _slot_normed(4, s4, w4, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
+        am = tl.maximum(am, tl.abs(y4))
+    if N_CHUNKS > 5:
+        y5 = _slot_normed(5, s5, w5, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
+        am = tl.maximum(am, tl.abs(y5))
+    if N_CHUNKS > 6:
+        y6 = _slot_normed(6, s6, w6, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
+        am = tl.maximum(am, tl.abs(y6))
+    if N_CHUNKS > 7:
+        y7 = _slot_normed(7, s7, w7, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
+        am = tl.maximum(am, tl.abs(y7))
+    sdiv, rh, rd, rl = _row_scales(tl.max(am, axis=1), s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR,
+                                   RCP_SCALE, RCP_DIV)
+
+    _slot_store(y0, 0, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX, SW_FP8,
+                FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 1:
+        _slot_store(y1, 1, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 2:
+        _slot_store(y2, 2, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 3:
+        _slot_store(y3, 3, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 4:
+        _slot_store(y4, 4, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 5:
+        _slot_store(y5, 5, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 6:
+        _slot_store(y6, 6, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 7:
+        _slot_store(y7, 7, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
 
 
 @triton.jit

@@ -15,6 +15,19 @@ Semantics (``vllm_rocm_accel.fp8``; reference ``backends/torch/quant.py``), floa
   tensor over a CPU scalar is computed as a product with its float32 reciprocal), so the
   launcher sets it on GPUs and clears it on the CPU, where torch divides: either way the
   scales are bit-identical to the reference on the same device (they differ by <= 1 ulp).
+* RCP_DIV (the whole-row and chunked per-token kernels, and the fused norm + quant ones): how
+  ``x / scale`` is taken, always the bits of ``div_rn``: 0 per element (a reciprocal, two
+  refinements, a range check and a slow-path branch: ~10 instructions on sm_90); 1 through the
+  row's reciprocal and two exact corrections (:func:`_div_rcp`, ~8 with its special-case
+  select); 2 from a two-term reciprocal of the row and one correction (:func:`_div_split`, 4),
+  valid where no finite scale meets an infinite or overflowing quotient, i.e. not with a
+  ``scale_ub`` (the launchers use 1 there).
+* SAT_CVT (the same kernels): no clamp before the native conversion. Without a ``scale_ub``
+  |quotient| <= FP8_MAX (1 + 2**-23) (scale = amax / FP8_MAX up to two float32 roundings),
+  which a round-to-nearest conversion maps to FP8_MAX whether or not it saturates (on NVIDIA it
+  is ``cvt.rn.satfinite``), so the codes are the clamp's, except that a NaN quotient encodes as
+  NaN instead of the clamp's +-FP8_MAX (as torch's reference does). The launchers never set it
+  with SW_FP8 (the integer encoder needs the clamp) or a scale_ub.
 * SW_FP8: the FP8 bits are produced by :func:`_fp8_bits` (integer round-to-nearest-even)
   and stored through a uint8 pointer, instead of Triton's conversion to the FP8 type. Used
   where Triton has no native conversion (``e4m3fnuz`` on NVIDIA) or an inexact one (the
@@ -105,15 +118,62 @@ def _div_rcp(xf, scale, rcp):
 
 
 @triton.jit
-def _quantize_row(xf, scale, rcp, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl.constexpr, FNUZ: tl.constexpr,
-                  RCP_DIV: tl.constexpr):
-    """:func:`_quantize` with the row's ``rcp = div_rn(1, scale)`` at hand: RCP_DIV divides through
-    it (:func:`_div_rcp`, the same bits), otherwise per element (``rcp`` unused)."""
-    if RCP_DIV:
-        v = _div_rcp(xf, scale, rcp)
+def _split_rcp(scale, ROWS: tl.constexpr):
+    """(s, rh, rd, rl) of a [ROWS] column of scales for :func:`_div_split`: ``rh = div_rn(1, s)``,
+    ``rd`` the float32 at or just below 1 / s (``rh``, or its predecessor when ``rh > 1 / s``: the
+    sign of the exact remainder ``1 - s * rh`` says which), and ``rl = (1 - s * rd) * rd >= 0``, so
+    that ``rd + rl`` is 1 / s to about 2**-46. Infinite scales (amax = inf) become s = 1 with
+    rh = rd = rl = 0, for which :func:`_div_split` gives x * 0, as ``x / inf`` (``+-0``, NaN for
+    infinite x)."""
+    inf = scale == float("inf")
+    s = tl.where(inf, 1.0, scale)
+    rh = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), s)
+    below = (rh.to(tl.int32, bitcast=True) - 1).to(tl.float32, bitcast=True)  # rh > 0 and normal
+    rd = tl.where(tl.fma(-s, rh, 1.0) < 0.0, below, rh)
+    rl = tl.fma(-s, rd, 1.0) * rd
+    return s, tl.where(inf, 0.0, rh), tl.where(inf, 0.0, rd), tl.where(inf, 0.0, rl)
+
+
+@triton.jit
+def _div_split(xf, s, rh, rd, rl):
+    """``div_rn(xf, s)`` bit for bit in 4 FP32 operations, from :func:`_split_rcp`'s row constants:
+    q0 = xf * (rd + rl) rounded once is within 0.5 ulp + 2**-46 relative of the quotient, so
+    faithful, and Markstein's correction with the correctly rounded reciprocal ``rh``
+    (``q0 + r * rh``, ``r = xf - q0 * s`` exact) rounds it correctly. Signed zeros come out right
+    because ``rd, rl >= 0`` give q0 the sign of xf and the remainder is formed as
+    ``q0 * s - xf`` and subtracted (``-0 + -0`` stays ``-0``).
+
+    Valid for finite xf with a finite scale whose quotient does not overflow (the quantizers'
+    |quotient| <= FP8_MAX (1 + 2**-23) without a scale_ub) and for NaN xf (NaN); the correction
+    goes wrong only where the remainder (~2**-23 |xf|) underflows, i.e. for |xf| < 2**-103 and so
+    quotients below ~2**-54 here (scales >= AMAX_FLOOR / FP8_MAX), which encode as a zero of the
+    right sign all the same. Checked bit for bit against IEEE float32 division (numpy, with the
+    interpreter's fused fma) on 8e8 random (x, scale) pairs, float32 and bf16 x, scales 2**-48 to
+    2**120, and on every finite bf16 x against 3000 scales: no difference outside that range.
+    """
+    q0 = tl.fma(xf, rd, xf * rl)
+    r = tl.fma(q0, s, -xf)
+    return tl.fma(-r, rh, q0)
+
+
+@triton.jit
+def _quantize_row(xf, sdiv, rh, rd, rl, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl.constexpr, FNUZ: tl.constexpr,
+                  RCP_DIV: tl.constexpr, SAT_CVT: tl.constexpr):
+    """:func:`_quantize` with the row constants of :func:`_row_scales` at hand, by RCP_DIV (the
+    module docstring): 2 :func:`_div_split` (``sdiv`` is the finite stand-in scale), 1
+    :func:`_div_rcp` through ``rh``, 0 per element; the same bits every way. SAT_CVT: no clamp
+    before the native conversion (module docstring)."""
+    if RCP_DIV == 2:
+        v = _div_split(xf, sdiv, rh, rd, rl)
+    elif RCP_DIV:
+        v = _div_rcp(xf, sdiv, rh)
     else:
-        v = tl.math.div_rn(xf, scale)
-    return _encode(v, q_ptr, FP8_MAX, SW_FP8, FNUZ)
+        v = tl.math.div_rn(xf, sdiv)
+    if SAT_CVT:
+        out = v.to(q_ptr.dtype.element_ty)
+    else:
+        out = _encode(v, q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    return out
 
 
 @triton.jit
@@ -153,16 +213,18 @@ def _load_hinted(ptrs, mask, POLICY: tl.constexpr):
 @triton.jit
 def _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS: tl.constexpr, FP8_MAX: tl.constexpr,
                 AMAX_FLOOR: tl.constexpr, RCP_SCALE: tl.constexpr, RCP_DIV: tl.constexpr):
-    """The scales of ``rows`` from their float32 ``amax``, stored at ``s_ptr[row * s_stride]``, as
-    (scale, rcp) columns [ROWS, 1] for :func:`_quantize_row` (``rcp = div_rn(1, scale)`` when
-    RCP_DIV, else unused)."""
+    """The scales of ``rows`` from their float32 ``amax``, stored at ``s_ptr[row * s_stride]``, and
+    the row constants of :func:`_quantize_row` as [ROWS, 1] columns (sdiv, rh, rd, rl): RCP_DIV 2
+    :func:`_split_rcp`'s; 1 (scale, div_rn(1, scale), unused, unused); 0 (scale, unused x 3)."""
     scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
     tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
-    if RCP_DIV:
-        rcp = tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale)
+    if RCP_DIV == 2:
+        sdiv, rh, rd, rl = _split_rcp(scale, ROWS)
+    elif RCP_DIV:
+        sdiv, rh, rd, rl = scale, tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale), scale, scale
     else:
-        rcp = scale  # unused
-    return scale[:, None], rcp[:, None]
+        sdiv, rh, rd, rl = scale, scale, scale, scale  # only sdiv is read
+    return sdiv[:, None], rh[:, None], rd[:, None], rl[:, None]
 
 
 @triton.jit
@@ -296,11 +358,12 @@ def per_token_quant_kernel(
     FNUZ: tl.constexpr,
     IDX64: tl.constexpr,
     RCP_DIV: tl.constexpr,
+    SAT_CVT: tl.constexpr,
 ):
     """Single pass: a [ROWS, BLOCK_N] tile holds ROWS whole rows (BLOCK_N >= n_cols).
 
     Row amax (capped by ``*ub_ptr`` when HAS_UB) -> scale ``s_ptr[row * s_stride]`` -> q
-    (RCP_DIV: dividing through the row's reciprocal, :func:`_div_rcp`).
+    (RCP_DIV: how x / scale is taken; SAT_CVT: no clamp; see the module docstring).
     """
     rows = _row_block(tl.program_id(0), ROWS, IDX64)
     cols = tl.arange(0, BLOCK_N)
@@ -310,8 +373,9 @@ def per_token_quant_kernel(
     amax = tl.max(tl.abs(x), axis=1)
     if HAS_UB:
         amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
-    scale, rcp = _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR, RCP_SCALE, RCP_DIV)
-    q = _quantize_row(x, scale, rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+    sdiv, rh, rd, rl = _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR, RCP_SCALE,
+                                   RCP_DIV)
+    q = _quantize_row(x, sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
     tl.store(q_ptr + rows[:, None] * q_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -339,6 +403,7 @@ def per_token_quant_chunked_kernel(
     FNUZ: tl.constexpr,
     IDX64: tl.constexpr,
     RCP_DIV: tl.constexpr,
+    SAT_CVT: tl.constexpr,
 ):
     """ROWS whole rows per program as N_CHUNKS = cdiv(n_cols, CHUNK) [ROWS, CHUNK] tiles, the chunk
     loops unrolled (``static_range``): every load of the amax pass is issued before the first
@@ -363,12 +428,121 @@ def per_token_quant_chunked_kernel(
     amax = tl.max(acc, axis=1)
     if HAS_UB:
         amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
-    scale, rcp = _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR, RCP_SCALE, RCP_DIV)
+    sdiv, rh, rd, rl = _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR, RCP_SCALE,
+                                   RCP_DIV)
     for c in tl.static_range(N_CHUNKS):
         cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
         x = _load_hinted(x_rows + cols[None, :], mask, DROP)
-        q = _quantize_row(x.to(tl.float32), scale, rcp, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV)
+        q = _quantize_row(x.to(tl.float32), sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
         tl.store(q_rows + cols[None, :], q, mask=mask)
+
+
+@triton.jit
+def _slot_load(x_rows, c: tl.constexpr, j, row_mask, n_cols, CHUNK: tl.constexpr, N_CHUNKS: tl.constexpr,
+               EVEN: tl.constexpr):
+    """Chunk ``c`` of the rows at ``x_rows`` as float32 (see :func:`_chunk`)."""
+    cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+    return tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _slot_store(xf, c: tl.constexpr, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK: tl.constexpr,
+                N_CHUNKS: tl.constexpr, EVEN: tl.constexpr, FP8_MAX: tl.constexpr, SW_FP8: tl.constexpr,
+                FNUZ: tl.constexpr, RCP_DIV: tl.constexpr, SAT_CVT: tl.constexpr):
+    """Quantize chunk ``c`` (float32 ``xf``) of the rows into ``q_rows`` (see :func:`_quantize_row`)."""
+    cols, mask = _chunk(c, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+    tl.store(q_rows + cols[None, :], _quantize_row(xf, sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV,
+                                                   SAT_CVT), mask=mask)
+
+
+@triton.jit
+def per_token_quant_regs_kernel(
+    x_ptr,
+    x_row_stride,
+    q_ptr,
+    q_row_stride,
+    s_ptr,
+    s_stride,
+    ub_ptr,
+    n_rows,
+    n_cols,
+    HAS_UB: tl.constexpr,
+    ROWS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    N_CHUNKS: tl.constexpr,
+    EVEN: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    RCP_SCALE: tl.constexpr,
+    SW_FP8: tl.constexpr,
+    FNUZ: tl.constexpr,
+    IDX64: tl.constexpr,
+    RCP_DIV: tl.constexpr,
+    SAT_CVT: tl.constexpr,
+):
+    """The chunked kernel's layout (ROWS whole rows as N_CHUNKS <= 8 [ROWS, CHUNK] tiles, only the
+    last masked) with the chunks kept in registers between the amax and the quantize pass instead
+    of loaded again: a row of 7 x 1024 is held without the whole-row kernel's padding to 8192 and
+    read once. The chunks are named slots (x0 .. x7, each behind ``N_CHUNKS > c``: Triton has no
+    list of tensors), so a program holds N_CHUNKS * CHUNK * ROWS / (32 * num_warps) floats a thread.
+    """
+    tl.static_assert(N_CHUNKS <= 8)
+    rows = _row_block(tl.program_id(0), ROWS, IDX64)
+    row_mask = rows < n_rows
+    x_rows = x_ptr + rows[:, None] * x_row_stride
+    q_rows = q_ptr + rows[:, None] * q_row_stride
+    j = tl.arange(0, CHUNK)
+    x0 = _slot_load(x_rows, 0, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+    acc = tl.abs(x0)
+    if N_CHUNKS > 1:
+        x1 = _slot_load(x_rows, 1, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+        acc = tl.maximum(acc, tl.abs(x1))
+    if N_CHUNKS > 2:
+        x2 = _slot_load(x_rows, 2, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+        acc = tl.maximum(acc, tl.abs(x2))
+    if N_CHUNKS > 3:
+        x3 = _slot_load(x_rows, 3, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+        acc = tl.maximum(acc, tl.abs(x3))
+    if N_CHUNKS > 4:
+        x4 = _slot_load(x_rows, 4, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+        acc = tl.maximum(acc, tl.abs(x4))
+    if N_CHUNKS > 5:
+        x5 = _slot_load(x_rows, 5, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+        acc = tl.maximum(acc, tl.abs(x5))
+    if N_CHUNKS > 6:
+        x6 = _slot_load(x_rows, 6, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+        acc = tl.maximum(acc, tl.abs(x6))
+    if N_CHUNKS > 7:
+        x7 = _slot_load(x_rows, 7, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+        acc = tl.maximum(acc, tl.abs(x7))
+    amax = tl.max(acc, axis=1)
+    if HAS_UB:
+        amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
+    sdiv, rh, rd, rl = _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR, RCP_SCALE,
+                                   RCP_DIV)
+    _slot_store(x0, 0, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX, SW_FP8,
+                FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 1:
+        _slot_store(x1, 1, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 2:
+        _slot_store(x2, 2, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 3:
+        _slot_store(x3, 3, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 4:
+        _slot_store(x4, 4, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 5:
+        _slot_store(x5, 5, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 6:
+        _slot_store(x6, 6, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 7:
+        _slot_store(x7, 7, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
 
 
 @triton.jit
