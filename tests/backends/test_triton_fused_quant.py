@@ -415,3 +415,22 @@ def test_fast_variants_int64_offsets(seed, config, monkeypatch, variant):
     want = ref.fused_add_rms_norm_dynamic_quant(x, r_ref, w, EPS, FN)
     check(run_norm(x, w, FN, residual=r), want, FN, torch.bfloat16, f"{variant} idx64")
     assert torch.equal(r, r_ref)
+
+
+def test_chunked_bracket_with_a_residual_key_applies_to_those_calls_only():
+    """The shipped cuda rms_norm_quant section puts H = 7168 on the regs kernel for calls without a
+    residual only (with one, whole rows measured faster on the H200)."""
+    from vllm_rocm_accel.backends.triton.quant import row_variant_params
+
+    section = {"chunked": [{"max_cols": 7168, "min_rows": 256, "chunk": 1024, "num_warps": 4, "regs": True,
+                            "residual": False},
+                           {"max_cols": 8192, "min_rows": 512, "chunk": 2048, "num_warps": 8}]}
+    without = row_variant_params(section, 7168, torch.bfloat16, residual=False)[1]
+    with_res = row_variant_params(section, 7168, torch.bfloat16, residual=True)[1]
+    unfiltered = row_variant_params(section, 7168, torch.bfloat16)[1]
+    assert without[0] == 256 and without[7] is True
+    assert with_res[0] == 512 and with_res[1] == 2048 and with_res[7] is False  # the next bracket
+    assert unfiltered == without
+    shipped = tfq._config()["cuda"]["rms_norm_quant"]
+    assert row_variant_params(shipped, 7168, torch.bfloat16, residual=False)[1][7] is True
+    assert row_variant_params(shipped, 7168, torch.bfloat16, residual=True)[1][0] > 2**61  # whole rows

@@ -60,11 +60,12 @@ def norm_quant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tupl
 
 
 @functools.lru_cache(maxsize=None)
-def norm_quant_variant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple:
+def norm_quant_variant_params(device_type: str, n_cols: int, dtype: torch.dtype, residual: bool = False) -> tuple:
     """(rcp_div, (chunked_from_rows, CHUNK, N_CHUNKS, EVEN, rows_per_program, num_warps, hints, regs),
-    (sat_cvt, weight_early, lp_amax)) for rows of ``n_cols`` elements (``quant.row_variant_params`` on
-    section ``rms_norm_quant``)."""
-    return row_variant_params(_family_config(device_type)["rms_norm_quant"], n_cols, dtype, "fused_quant.json")
+    (sat_cvt, weight_early, lp_amax)) for rows of ``n_cols`` elements, with or without a residual
+    (``quant.row_variant_params`` on section ``rms_norm_quant``)."""
+    return row_variant_params(_family_config(device_type)["rms_norm_quant"], n_cols, dtype, "fused_quant.json",
+                              residual=residual)
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,7 +137,7 @@ def rms_norm_dynamic_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: tor
     q = _encoded(q_out, sw)
     eps = float(eps)  # one specialization whatever number type the caller passed
     rcp_div, (chunked_from, chunk, n_chunks, even, crows, cwarps, hints, regs), (sat, w_early, lp_amax) = (
-        norm_quant_variant_params(dev, n_cols, x.dtype))
+        norm_quant_variant_params(dev, n_cols, x.dtype, has_res))
     sat = sat and not sw
     args = (x, xs, res, rs, q, qs, scales_out, ss, w, n_rows, n_cols, eps)
     if n_rows >= chunked_from:

@@ -122,7 +122,8 @@ def per_token_variant_params(device_type: str, n_cols: int, dtype: torch.dtype) 
     return row_variant_params(_family_config(device_type)["per_token"], n_cols, dtype)
 
 
-def row_variant_params(section: dict, n_cols: int, dtype: torch.dtype, source: str = "quant.json") -> tuple:
+def row_variant_params(section: dict, n_cols: int, dtype: torch.dtype, source: str = "quant.json",
+                       residual: Optional[bool] = None) -> tuple:
     """The optional parts of a per-token launch choice (shared with the fused norm + quant kernels),
     as (rcp_div, chunked, (sat_cvt, weight_early, lp_amax)):
 
@@ -137,7 +138,9 @@ def row_variant_params(section: dict, n_cols: int, dtype: torch.dtype, source: s
       ``rows_per_program`` rows per program with ``num_warps``, L1 eviction hints when ``hints``;
       ``regs`` (default false): the regs kernel instead, the same chunks held in registers rather
       than read again (at most 8 chunks; past that the bracket takes the chunked kernel; no hints).
-      Past _MAX_CHUNKS chunks (code size) it never applies.
+      Past _MAX_CHUNKS chunks (code size) it never applies. ``residual`` (optional bool, the fused
+      norm + quant section only): the bracket applies only to calls with (true) or without (false) a
+      residual; the others look on to the next bracket (``residual`` argument; None: no filter).
     * ``sat_cvt`` (section key, default false): no clamp before the native FP8 conversion (the
       launchers use it only without SW_FP8 and without a scale_ub, where |x / scale| rounds to at
       most FP8_MAX anyway; NaN quotients encode as NaN, not +-FP8_MAX);
@@ -154,7 +157,8 @@ def row_variant_params(section: dict, n_cols: int, dtype: torch.dtype, source: s
             bool(section.get("lp_amax", False)))
     rcp_div = _RCP_DIV[rcp_div]
     never = (_NEVER, 1, 1, True, 1, 4, False, False)
-    entry = next((e for e in section.get("chunked") or () if n_cols <= e["max_cols"]), None)
+    entry = next((e for e in section.get("chunked") or () if n_cols <= e["max_cols"]
+                  and (residual is None or "residual" not in e or bool(e["residual"]) == residual)), None)
     if entry is None or n_cols < 1:
         return rcp_div, never, opts
     chunk = min(pow2("chunk", int(entry["chunk"]), source), pow2_ceil(n_cols))
