@@ -13,6 +13,16 @@ Tensors are addressed through their strides (last dim unit stride; others arbitr
 and gradients are fresh contiguous tensors. Launch parameters (BLOCK_M, BLOCK_N, num_warps,
 num_stages per pass, head-dim bucket, masked or not, dtype) are data: ``configs/attention.json``,
 per device family (``cuda`` / ``rocm`` / ``interpret``).
+
+A forward rule's ``"kernel"`` picks the forward kernel: ``"pointer"`` (absent: the default, every
+shipped rule) is :func:`~vllm_rocm_accel.kernels.triton.attention.attn_fwd_kernel`; ``"tma"`` is
+:func:`~vllm_rocm_accel.kernels.triton.attention.attn_fwd_tma_kernel` (q/k/v/out through host-side
+TMA tensor descriptors; optional ``"rescale_threshold"``, base-2 units, 0 / absent: rescale the
+accumulator every key block). The TMA kernel takes only the common dense case (:func:`tma_reason`:
+no varlen, softcap, ALiBi or window, a causal mask only with seqlen_q == seqlen_k, head_dim ==
+head_dim_v in {64, 128}, float16/bfloat16, 16-byte aligned data pointers and strides, unit last
+stride, a Hopper-or-later NVIDIA GPU or the interpreter); any other call runs the pointer kernel
+with the same rule's tiles, warps and stages.
 """
 
 from __future__ import annotations
@@ -30,6 +40,11 @@ from .config_data import family as _family
 from .config_data import pow2
 from .fast_launch import FastLauncher
 
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - Triton < 3.4: no host-side descriptors, the pointer kernel serves
+    TensorDescriptor = None
+
 _config = config_data.loader("attention")  # a module attribute: tests and tuners replace it
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _PASSES = ("fwd", "bwd_kv", "bwd_q")
@@ -41,6 +56,13 @@ _PRE = FastLauncher(_k.attn_bwd_preprocess_kernel)
 _DKDV = FastLauncher(_k.attn_bwd_dkdv_kernel)
 _DQ = FastLauncher(_k.attn_bwd_dq_kernel)
 _FILL = FastLauncher(_k.attn_fill_tail_kernel)
+# One TMA launcher per input dtype: Triton specializes a host descriptor on its base dtype and block
+# shape ("tensordesc<bf16[1, 128, 1, 128]>"); FastLauncher's key sees a descriptor only by its type,
+# and the block shape is in the constexprs (BLOCK_M / BLOCK_N, HEAD_D).
+_FWD_TMA = {dt: FastLauncher(_k.attn_fwd_tma_kernel) for dt in (torch.float16, torch.bfloat16)}
+FWD_KERNELS = ("pointer", "tma")
+_TMA_HEAD_DIMS = (64, 128)
+_TMA_BOX = 256  # the most elements a TMA box has along one dim
 
 
 # --- launch parameters --------------------------------------------------------------
@@ -58,11 +80,15 @@ def _block_d(d: int) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def launch_config(family: str, pass_: str, bucket: int, masked: bool, dtype_name: str) -> tuple:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of one pass: the first rule of the family's
-    ``pass_`` list whose ``max_d`` >= bucket and whose optional ``causal`` / ``dtypes`` match."""
+def _rule(family: str, pass_: str, bucket: int, masked: bool, dtype_name: str, tma_ok: bool = True) -> tuple:
+    """(launch params, forward kernel, rescale threshold) of the first rule of the family's
+    ``pass_`` list whose ``max_d`` >= bucket and whose optional ``causal`` / ``dtypes`` match;
+    ``"kernel": "tma"`` rules only where the call fits the tma forward (``tma_ok``): other calls
+    take the next rule, as tuned for the pointer kernel (or, with none left, the first tma rule's
+    tiles on the pointer kernel)."""
     if pass_ not in _PASSES:
         raise ValueError(f"unknown attention pass {pass_!r}; expected one of {_PASSES}")
+    passed_over = None
     for rule in _family_config(family)[pass_]:
         if bucket > rule.get("max_d", 1 << 30):
             continue
@@ -70,10 +96,46 @@ def launch_config(family: str, pass_: str, bucket: int, masked: bool, dtype_name
             continue
         if "dtypes" in rule and dtype_name not in rule["dtypes"]:
             continue
-        return (pow2("BLOCK_M", int(rule["BLOCK_M"]), "attention.json", 16),
-                pow2("BLOCK_N", int(rule["BLOCK_N"]), "attention.json", 16),
-                int(rule["num_warps"]), int(rule["num_stages"]))
+        if not tma_ok and rule.get("kernel") == "tma":
+            passed_over = passed_over or rule
+            continue
+        params = (pow2("BLOCK_M", int(rule["BLOCK_M"]), "attention.json", 16),
+                  pow2("BLOCK_N", int(rule["BLOCK_N"]), "attention.json", 16),
+                  int(rule["num_warps"]), int(rule["num_stages"]))
+        kernel = rule.get("kernel", "pointer")
+        if kernel not in FWD_KERNELS or (kernel != "pointer" and pass_ != "fwd"):
+            raise ValueError(f"attention.json: a {pass_} rule's kernel must be one of "
+                             f"{FWD_KERNELS if pass_ == 'fwd' else ('pointer',)}, got {rule}")
+        threshold = float(rule.get("rescale_threshold", 0.0))
+        if threshold < 0 or (threshold and kernel != "tma"):
+            raise ValueError(f"attention.json: rescale_threshold must be >= 0 and only on a tma rule, got {rule}")
+        if kernel == "tma":
+            _check_tma_tiles(params[0], params[1], source=f"attention.json: {rule}")
+        return params, kernel, threshold
+    if passed_over is not None:
+        return (pow2("BLOCK_M", int(passed_over["BLOCK_M"]), "attention.json", 16),
+                pow2("BLOCK_N", int(passed_over["BLOCK_N"]), "attention.json", 16),
+                int(passed_over["num_warps"]), int(passed_over["num_stages"])), "pointer", 0.0
     raise ValueError(f"attention.json has no {pass_} rule for head-dim bucket {bucket} (masked={masked}, {dtype_name})")
+
+
+def launch_config(family: str, pass_: str, bucket: int, masked: bool, dtype_name: str) -> tuple:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of one pass: the first rule of the family's
+    ``pass_`` list whose ``max_d`` >= bucket and whose optional ``causal`` / ``dtypes`` match."""
+    return _rule(family, pass_, bucket, masked, dtype_name)[0]
+
+
+def fwd_kernel(family: str, bucket: int, masked: bool, dtype_name: str) -> tuple[str, float]:
+    """(kernel, rescale threshold) the forward rule for these keys names: kernel one of
+    :data:`FWD_KERNELS` ("pointer" unless the rule says ``"kernel": "tma"``)."""
+    _, kernel, threshold = _rule(family, "fwd", bucket, masked, dtype_name)
+    return kernel, threshold
+
+
+def _check_tma_tiles(bm: int, bn: int, source: str) -> None:
+    if max(bm, bn) > _TMA_BOX:
+        raise ValueError(f"{source}: the tma forward's BLOCK_M / BLOCK_N must be at most {_TMA_BOX} (a TMA box), "
+                         f"got BLOCK_M={bm}, BLOCK_N={bn}")
 
 
 def preprocess_block_m(device_type: str) -> int:
@@ -89,24 +151,35 @@ def _fill_params(device_type: str) -> tuple:
 def clear_caches() -> None:
     """Forget the loaded config and cached choices (for tests and retuning)."""
     _config.cache_clear()
-    launch_config.cache_clear()
-    for launcher in (_FWD, _PRE, _DKDV, _DQ, _FILL):
+    _rule.cache_clear()
+    for launcher in (_FWD, _PRE, _DKDV, _DQ, _FILL, *_FWD_TMA.values()):
         launcher.clear()
 
 
-def _params(p, pass_: str, device_type: str, override: Optional[dict] = None) -> tuple:
-    """Config of ``pass_`` for problem ``p``, with blocks shrunk to the sequence lengths (short
-    sequences: fewer padded rows). ``override`` (the tuner's) replaces the json's choice."""
+def _choice(p, pass_: str, device_type: str, override: Optional[dict] = None, tma_ok: bool = True) -> tuple:
+    """((BLOCK_M, BLOCK_N, num_warps, num_stages), kernel, rescale threshold) of ``pass_`` for
+    problem ``p`` (one rule lookup), blocks shrunk to the sequence lengths (short sequences:
+    fewer padded rows). ``override`` (the tuner's) replaces the json's params; its
+    ``"fwd_kernel"`` / ``"fwd_rescale_threshold"`` the forward rule's kernel / threshold."""
     masked = p.windowed  # causal implies window_right = 0
     if override is not None and pass_ in override:
-        bm, bn, warps, stages = override[pass_]
+        (bm, bn, warps, stages), kernel, threshold = override[pass_], "pointer", 0.0
     else:
-        bm, bn, warps, stages = launch_config(_family(device_type), pass_, head_bucket(p.head_dim, p.head_dim_v), masked,
-                                              str(p.dtype).removeprefix("torch."))
+        (bm, bn, warps, stages), kernel, threshold = _rule(_family(device_type), pass_,
+                                                           head_bucket(p.head_dim, p.head_dim_v), masked,
+                                                           str(p.dtype).removeprefix("torch."), tma_ok)
+    if override is not None and pass_ == "fwd":
+        kernel = override.get("fwd_kernel", kernel)
+        threshold = float(override.get("fwd_rescale_threshold", threshold))
     rows_m, rows_n = p.seqlen_q, p.seqlen_k  # pass "bwd_kv": BLOCK_M still tiles queries, BLOCK_N keys
     bm = min(bm, max(16, triton.next_power_of_2(max(rows_m, 1))))
     bn = min(bn, max(16, triton.next_power_of_2(max(rows_n, 1))))
-    return bm, bn, warps, stages
+    return (bm, bn, warps, stages), kernel, threshold
+
+
+def _params(p, pass_: str, device_type: str, override: Optional[dict] = None) -> tuple:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of :func:`_choice`."""
+    return _choice(p, pass_, device_type, override)[0]
 
 
 # --- geometry ------------------------------------------------------------------------
@@ -141,6 +214,49 @@ def _prec(dtype: torch.dtype):
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(device_index: int) -> tuple:
+    return torch.cuda.get_device_capability(device_index)
+
+
+def tma_reason(q, k, v, p) -> Optional[str]:
+    """Why :func:`~vllm_rocm_accel.kernels.triton.attention.attn_fwd_tma_kernel` cannot run the
+    forward of this (checked, dense or varlen) call, or None when it can."""
+    if TensorDescriptor is None:
+        return "this Triton has no host-side tensor descriptors (triton.tools.tensor_descriptor)"
+    if q.device.type == "cuda":
+        if torch.version.hip:
+            return "the tma forward is written for NVIDIA's TMA (not run on ROCm)"
+        index = q.device.index if q.device.index is not None else torch.cuda.current_device()
+        if _capability(index) < (9, 0):
+            return "TMA needs compute capability 9.0 or later"
+    elif not _interpreting():
+        return f"tensors are on {q.device.type}"
+    if p.varlen:
+        return "varlen calls run the pointer kernel"
+    if p.softcap > 0 or p.has_alibi or p.dropout_p > 0:
+        return "softcap, ALiBi and dropout run the pointer kernel"
+    if p.window_left >= 0 or p.window_right > 0:
+        return "sliding windows run the pointer kernel"
+    if p.window_right == 0 and p.seqlen_q != p.seqlen_k:
+        return f"a causal mask with seqlen_q {p.seqlen_q} != seqlen_k {p.seqlen_k} runs the pointer kernel"
+    if p.head_dim != p.head_dim_v or p.head_dim not in _TMA_HEAD_DIMS:
+        return f"head dims {p.head_dim}/{p.head_dim_v}: the tma forward takes equal head dims in {_TMA_HEAD_DIMS}"
+    if q.dtype not in _FWD_TMA:
+        return f"dtype {q.dtype}: the tma forward takes float16/bfloat16"
+    if p.sees_nothing:
+        return "an empty problem"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.data_ptr() % 16:
+            return f"{name}'s data pointer is not 16-byte aligned"
+        if t.stride(-1) != 1:
+            return f"{name}'s last-dim stride is {t.stride(-1)}, not 1"
+        for dim in range(t.dim() - 1):
+            if t.stride(dim) * t.element_size() % 16:
+                return f"{name}'s stride {dim} ({t.stride(dim)} elements) is not a multiple of 16 bytes"
+    return None
 
 
 def supports_args(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p) -> Optional[str]:
@@ -184,13 +300,40 @@ def _alibi_args(alibi, dummy):
     return alibi, (alibi.stride(0) if alibi.dim() == 2 else 0)
 
 
+def _forward_tma(q, k, v, out, lse, p, bm: int, bn: int, warps: int, stages: int, threshold: float) -> None:
+    """The tma forward (:func:`tma_reason` said yes): 4-D descriptors of q/k/v/out as they are."""
+    d = p.head_dim
+    descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, rows, 1, d])
+             for t, rows in ((q, bm), (k, bn), (v, bn), (out, bm))]
+    lse_t = lse if lse is not None else out
+    lse_sb, lse_sh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
+    qk_scale = p.softmax_scale * _LOG2E
+    # constexprs: HEAD_D, BLOCK_M, BLOCK_N, CAUSAL, STORE_LSE, RESCALE_TH
+    _FWD_TMA[q.dtype].launch(
+        (triton.cdiv(p.seqlen_q, bm), p.num_heads_q, p.batch),
+        (*descs, lse_t, lse_sb, lse_sh, p.seqlen_q, p.seqlen_k, p.group, qk_scale),
+        (d, bm, bn, p.window_right == 0, lse is not None, threshold),
+        warps, stages,
+    )
+
+
 def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p, need_lse: bool, *, params=None):
     """(out, lse): out p.out_shape() in q.dtype, lse p.lse_shape() float32 (None unless need_lse).
 
-    ``params`` (tuning only): {"fwd": (BLOCK_M, BLOCK_N, num_warps, num_stages)}."""
+    ``params`` (tuning only): {"fwd": (BLOCK_M, BLOCK_N, num_warps, num_stages)}, optionally
+    "fwd_kernel" (one of :data:`FWD_KERNELS`) and "fwd_rescale_threshold"; the rule's kernel and
+    threshold otherwise. Where :func:`tma_reason` says no, the json's tma rules are passed over
+    (the next rule applies) and a tuner's ``"tma"`` runs the pointer kernel with its params."""
     out = torch.empty(p.out_shape(), dtype=q.dtype, device=q.device)
     lse = torch.empty(p.lse_shape(), dtype=torch.float32, device=q.device) if need_lse else None
-    bm, bn, warps, stages = _params(p, "fwd", q.device.type, params)
+    tma_ok = tma_reason(q, k, v, p) is None
+    (bm, bn, warps, stages), kernel, threshold = _choice(p, "fwd", q.device.type, params, tma_ok)
+    if kernel not in FWD_KERNELS:
+        raise ValueError(f"kernel must be one of {FWD_KERNELS}, got {kernel!r}")
+    if kernel == "tma" and tma_ok:
+        _check_tma_tiles(bm, bn, source="attention forward params")
+        _forward_tma(q, k, v, out, lse, p, bm, bn, warps, stages, threshold)
+        return out, lse
     left, right, qk_scale, cap2 = _scalars(p)
     alibi, alibi_sb = _alibi_args(alibi_slopes, q)
     cu_q = cu_seqlens_q if p.varlen else q

@@ -25,6 +25,11 @@ small int32 offsets (``arange * stride``) to it.
 Key-loop (and, in dK/dV, query-loop) ranges are restricted to the blocks that can see each
 other, and split in three: masked blocks at the low edge, unmasked interior blocks (no
 visibility or bounds masks at all), masked blocks at the high edge.
+
+:func:`attn_fwd_tma_kernel` is a second forward for the common dense case only (no varlen,
+softcap, ALiBi or window; causal only with seqlen_q == seqlen_k; equal power-of-two head dims),
+fed by host-side TMA tensor descriptors; same out and lse (off by default: a config rule's
+``"kernel": "tma"`` selects it).
 """
 
 import triton
@@ -257,6 +262,101 @@ def attn_fwd_kernel(
         lse = tl.where(empty, float("inf"), (m_i + tl.log2(l_safe)) * LN2)
         lse_ptrs = LSE + b64 * lse_sb + h.to(tl.int64) * lse_sh + q_row0 + tl.arange(0, BLOCK_M)
         tl.store(lse_ptrs, lse, mask=mask_m)
+
+
+# --- forward, dense case through TMA descriptors ---------------------------------------
+@triton.jit
+def _fwd_tma_tiles(
+    acc, l_i, m_i, q, k_desc, v_desc, b, hk, offs_n, start, end, col_hi, qk_scale,
+    BLOCK_N: tl.constexpr, HEAD_D: tl.constexpr, MASKED: tl.constexpr, RESCALE_TH: tl.constexpr,
+):
+    """Online-softmax steps over the key blocks [start, end) of :func:`attn_fwd_tma_kernel`.
+    ``m_i`` is the running base-2 max (``qk_scale`` > 0 holds log2e, so ``max(qk) * qk_scale``
+    is exactly ``max(qk * qk_scale)``: rounding is monotone) and ``qk * qk_scale - m`` one FMA.
+    MASKED: row i sees key columns < col_hi[i] (the key bounds and, causal, the diagonal).
+
+    RESCALE_TH > 0 (base-2 units): the accumulator, ``l_i`` and ``m_i`` are rescaled only when
+    some row's max grew by more than RESCALE_TH in this block (one branch per block); otherwise
+    the stale max stays, ``p`` may reach 2**RESCALE_TH and ``out = acc / l``, ``lse = m + log2(l)``
+    are unchanged in exact arithmetic (the same relative roundings). 0: rescale every block."""
+    for n in tl.range(start, end, BLOCK_N):
+        k = k_desc.load([b, n, hk, 0]).reshape([BLOCK_N, HEAD_D])
+        qk = tl.dot(q, tl.trans(k))
+        if MASKED:
+            qk = tl.where((n + offs_n)[None, :] < col_hi[:, None], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        if RESCALE_TH > 0:
+            if tl.max(m_new - m_i, 0) > RESCALE_TH:  # the first block always: m_i is -inf there
+                alpha = tl.exp2(m_i - m_new)
+                acc = acc * alpha[:, None]
+                l_i = l_i * alpha
+                m_i = m_new
+            p = tl.exp2(qk * qk_scale - m_i[:, None])
+            l_i = l_i + tl.sum(p, 1)
+        else:
+            p = tl.exp2(qk * qk_scale - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            m_i = m_new
+        v = v_desc.load([b, n, hk, 0]).reshape([BLOCK_N, HEAD_D])
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def attn_fwd_tma_kernel(
+    q_desc, k_desc, v_desc, o_desc, LSE,
+    lse_sb, lse_sh,
+    seqlen_q, seqlen_k, group, qk_scale,
+    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    STORE_LSE: tl.constexpr, RESCALE_TH: tl.constexpr,
+):
+    """:func:`attn_fwd_kernel` for the common dense case only: no varlen, softcap, ALiBi or
+    window, head_dim == head_dim_v == HEAD_D (a power of two: no padding), 16-bit inputs, no mask
+    (any seqlen_q, seqlen_k) or causal with seqlen_q == seqlen_k (bottom-right = top-left, diag = 0).
+
+    q/k/v/out are read and written through host-side TMA tensor descriptors of their 4-D
+    (B, S, H, D) views (strides as given, unit last stride), blocks [1, BLOCK_M or BLOCK_N, 1,
+    HEAD_D]: one box is one head's tile, rows past the sequence read 0 and are not written (the
+    descriptor's shape clips them), so no load or store needs a mask. ``lse`` (B, H, S) float32
+    by pointers, natural log, as the pointer kernel. Every row sees key 0, so no row is empty
+    and no -inf guard is needed.
+
+    Grid (cdiv(seqlen_q, BLOCK_M), Hq, B), the last query blocks first. Causal: the key blocks
+    before the one holding m0 need no mask, the rest up to m0 + BLOCK_M are masked (the
+    diagonal); non-causal: all blocks unmasked but a partial last one."""
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    hk = h // group
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    q = q_desc.load([b, m0, h, 0]).reshape([BLOCK_M, HEAD_D])
+    if CAUSAL:  # seqlen_q == seqlen_k
+        hi = tl.minimum(m0 + BLOCK_M, seqlen_k)
+        f1 = (m0 // BLOCK_N) * BLOCK_N
+        col_hi = tl.minimum(offs_m + 1, seqlen_k)
+    else:
+        hi = seqlen_k
+        f1 = (seqlen_k // BLOCK_N) * BLOCK_N
+        col_hi = tl.zeros([BLOCK_M], dtype=tl.int32) + seqlen_k
+
+    acc = tl.zeros([BLOCK_M, HEAD_D], dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    acc, l_i, m_i = _fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, hk, offs_n, 0, f1, col_hi, qk_scale,
+                                   BLOCK_N, HEAD_D, False, RESCALE_TH)
+    acc, l_i, m_i = _fwd_tma_tiles(acc, l_i, m_i, q, k_desc, v_desc, b, hk, offs_n, f1, hi, col_hi, qk_scale,
+                                   BLOCK_N, HEAD_D, True, RESCALE_TH)
+
+    out = acc / l_i[:, None]
+    o_desc.store([b, m0, h, 0], out.to(o_desc.dtype).reshape([1, BLOCK_M, 1, HEAD_D]))
+    if STORE_LSE:
+        lse = (m_i + tl.log2(l_i)) * LN2
+        lse_ptrs = LSE + b.to(tl.int64) * lse_sb + h.to(tl.int64) * lse_sh + offs_m
+        tl.store(lse_ptrs, lse, mask=offs_m < seqlen_q)
 
 
 # --- varlen tails -------------------------------------------------------------------
