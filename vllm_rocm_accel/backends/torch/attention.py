@@ -341,25 +341,30 @@ _CUDNN_DTYPES = (torch.float16, torch.bfloat16)
 _CUDNN_MAX_HEAD_DIM = 128
 _FAST_HEAD_DIMS = (64, 128)  # the head dims the cuda policy's crossovers were measured at
 _cudnn_checked: dict[tuple, bool] = {}
+_cudnn_ops: list = []  # [bool] once asked
 
 
 def _cudnn_ops_present() -> bool:
-    aten = torch.ops.aten
-    return hasattr(aten, "_scaled_dot_product_cudnn_attention") and hasattr(
-        aten, "_scaled_dot_product_cudnn_attention_backward")
+    if not _cudnn_ops:
+        aten = torch.ops.aten
+        _cudnn_ops.append(hasattr(aten, "_scaled_dot_product_cudnn_attention") and hasattr(
+            aten, "_scaled_dot_product_cudnn_attention_backward"))
+    return _cudnn_ops[0]
 
 
-def _cudnn_accepts(qb, kb, vb, is_causal: bool) -> bool:
-    """torch's own cuDNN-attention eligibility for these (B, H, S, D) views (arch, cuDNN version,
-    shapes, strides, the ``torch.backends.cuda.enable_cudnn_sdp`` switch, deterministic mode),
-    asked once per (device, dtype, head dim, causal, B, H, Sq, Sk, strides)."""
-    key = (qb.device, qb.dtype, tuple(qb.shape), tuple(kb.shape), qb.stride(), kb.stride(), vb.stride(),
-           is_causal, torch.backends.cuda.cudnn_sdp_enabled(), torch.are_deterministic_algorithms_enabled())
+def _cudnn_accepts(q, k, v, is_causal: bool) -> bool:
+    """torch's own cuDNN-attention eligibility for the (B, H, S, D) views of these (B, S, H, D)
+    tensors (arch, cuDNN version, shapes, strides, the ``torch.backends.cuda.enable_cudnn_sdp``
+    switch, deterministic mode), asked once per (device, dtype, shapes, strides, causal, switches):
+    a call that hits the cache builds no view (this runs on every call, twice through auto)."""
+    key = (q.device, q.dtype, q.shape, k.shape, q.stride(), k.stride(), v.stride(), is_causal,
+           torch.backends.cuda.cudnn_sdp_enabled(), torch.are_deterministic_algorithms_enabled())
     hit = _cudnn_checked.get(key)
     if hit is None:
         try:
             from torch.backends.cuda import SDPAParams, can_use_cudnn_attention
 
+            qb, kb, vb = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             try:
                 params = SDPAParams(qb, kb, vb, None, 0.0, is_causal, False)
             except TypeError:  # torch without enable_gqa in SDPAParams
@@ -388,7 +393,7 @@ def cudnn_serves(q, k, v, p: AttnProblem) -> bool:
     is_causal = _sdpa_causal(p)
     if is_causal is None:
         return False
-    return _cudnn_accepts(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal)
+    return _cudnn_accepts(q, k, v, is_causal)
 
 
 def _cudnn_forward(q, k, v, p: AttnProblem, need_lse: bool):
