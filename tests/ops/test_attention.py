@@ -254,3 +254,26 @@ def test_backward_recomputes_lse_when_forward_skipped_it(seed, backend):
     want = ref_grads(q.detach(), k.detach(), v.detach(), dout, causal=True, softmax_scale=0.25)
     for g, w in zip((q.grad, k.grad, v.grad), want):
         assert_close_verbose(g, w, 1e-4 * float(w.abs().max()), 0.0, "grad")
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_deterministic_travels_from_the_facade_to_the_backward(deterministic, monkeypatch, seed):
+    """flash_attn_func(deterministic=...) reaches the backward op through autograd (the forward
+    saves it), where the problem the backend sees carries it (the cuda policy keeps cuDNN's
+    atomic backward off with True); the gradients are the same either way on the CPU."""
+    from vllm_rocm_accel.ops import attention as attn_ops
+
+    seen = []
+    real = attn_ops.FLASH_ATTN_BWD.select
+
+    def spy(backend, args, *rest, **kw):
+        seen.append(args[-1].deterministic)
+        return real(backend, args, *rest, **kw)
+
+    monkeypatch.setattr(attn_ops.FLASH_ATTN_BWD, "select", spy)
+    q, k, v = dense_qkv(1, 6, 6, 2, 2, 16, dtype=torch.float32)
+    dout = torch.randn(1, 6, 2, 16)
+    got = _grads(lambda a, b, c: rocm_accel_ops.flash_attn_func(a, b, c, causal=True, deterministic=deterministic),
+                 q, k, v, dout)
+    assert seen == [deterministic]
+    _check_grads(got, q, k, v, dout, f"deterministic={deterministic}", causal=True)
