@@ -5,7 +5,7 @@
 #   bash scripts/device_checks.sh          # on the device machine, from the repository root,
 #                                          # with .whl/ carried (pydantic wheels: docs/performance.md)
 #
-# About 9 minutes. The last lines printed are a one-line status per step.
+# About 10 minutes (a 600 s call: run the steps in two calls if a lease is slow). The last lines printed are a one-line status per step.
 set -u
 OUT="${OUT:-out}"
 mkdir -p "$OUT"
@@ -25,6 +25,8 @@ step() {  # step NAME SECONDS COMMAND...
     status+=("$name: rc $rc ($(tail -n 1 "$OUT/$name.log" | cut -c1-150))")
 }
 
+# 0. the attention GPU file: its new test (Triton's backward from cuDNN's forward) has not run
+step attention_tests 150 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_attention_gpu.py
 # 1. the whole FP8 GEMM GPU file with the persistent kernel shipped (only its M >= 4096 triton cases ran)
 step gemm_tests 150 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gemm_gpu.py
 # 2. the whole quant / fused-quant GPU files with the split-division configs (84 of 235 ran)

@@ -216,3 +216,20 @@ def test_auto_training_step_on_gpu(seed, deterministic):
     _, _, g64 = ref_with_grads(q, k, v, dout, p, None, None, None, lowp=False)
     _, _, glo = ref_with_grads(q, k, v, dout, p, None, None, None, lowp=True)
     _check_grads([t.grad for t in leaves], g64, glo, (q, k, v), q.dtype, f"auto deterministic={deterministic}")
+
+
+def test_triton_backward_from_cudnn_forward_on_gpu(seed):
+    """The other mix a training step can take: cuDNN's forward (auto from 1024 keys) with the
+    Triton backward (deterministic=True), which reads cuDNN's out and lse. Against float64."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the cuDNN path is asserted on Hopper and newer")
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    c = dict(b=2, sq=1024, sk=1024, hq=8, hk=8, d=128, causal=True, dtype=torch.bfloat16)
+    q, k, v, _, _, _, p = _inputs(c, gen)
+    assert torch_attn.cudnn_serves(q, k, v, p)
+    dout = torch.randn(p.out_shape(), generator=gen, device="cuda", dtype=torch.float32).to(q.dtype)
+    out, lse = torch_attn.forward(q, k, v, None, None, None, p, True)
+    grads = ta.backward(dout, q, k, v, out, lse, None, None, None, p)
+    _, _, g64 = ref_with_grads(q, k, v, dout, p, None, None, None, lowp=False)
+    _, _, glo = ref_with_grads(q, k, v, dout, p, None, None, None, lowp=True)
+    _check_grads(grads, g64, glo, (q, k, v), q.dtype, f"triton bwd from cudnn fwd seed={seed}")
