@@ -38,8 +38,8 @@ class Backend:
     run: Callable
     supported: Callable[[torch.device], Reason]
     supports_args: Callable[..., Reason]
-    # fast_path(*args, hint): whether this backend's fast kernel serves the call (policy rules
-    # marked "fast_path" apply only then); None: the backend has no such distinction.
+    # fast_path(*args): whether this backend's fast kernel serves the call (policy rules marked
+    # "fast_path" apply only then); None: the backend has no such distinction.
     fast_path: Optional[Callable[..., bool]] = None
 
 
@@ -81,32 +81,30 @@ class OpDispatch:
         return self.unsupported_reason(backend, shape.device) or backend.supports_args(*args)
 
     # -- selection -----------------------------------------------------------
-    def _rule_applies(self, rule: policy.Rule, backend: Backend, shape: CallShape, args: tuple, hint) -> bool:
+    def _rule_applies(self, rule: policy.Rule, backend: Backend, shape: CallShape, args: tuple) -> bool:
         """The rule's shape conditions, and for a ``fast_path`` rule the backend's own predicate."""
         if not rule.matches(shape):
             return False
-        return not rule.fast_path or (backend.fast_path is not None and bool(backend.fast_path(*args, hint)))
+        return not rule.fast_path or (backend.fast_path is not None and bool(backend.fast_path(*args)))
 
-    def select(self, backend: str, args: tuple, key: Optional[tuple] = None, hint=None) -> Backend:
+    def select(self, backend: str, args: tuple, key: Optional[tuple] = None) -> Backend:
         """The backend that runs this call. Explicit names raise if they cannot serve.
 
         ``key``, when the op passes one, holds everything the choice depends on (backend
         name, dtypes, device, hidden size, the policy's row bracket, dense layout); the
-        choice is then cached under it, so repeated calls skip the predicates (a ``hint``
-        must then be part of the key). ``hint``: what the op knows about the call beyond its
-        arguments, passed to the backends' ``fast_path`` predicates (attention: whether the
-        caller needs the lse).
+        choice is then cached under it, so repeated calls skip the predicates (a backend's
+        ``fast_path`` predicate must then depend only on what the key holds).
         """
         if key is not None:
             hit = self._chosen.get(key)
             if hit is not None:
                 return hit
-            chosen = self._select(backend, args, hint)
+            chosen = self._select(backend, args)
             self._chosen[key] = chosen
             return chosen
-        return self._select(backend, args, hint)
+        return self._select(backend, args)
 
-    def _select(self, backend: str, args: tuple, hint=None) -> Backend:
+    def _select(self, backend: str, args: tuple) -> Backend:
         if backend == "auto":
             backend = settings.get_settings().backend_override(self.op)
         if backend != "auto":
@@ -118,21 +116,21 @@ class OpDispatch:
             if reason is not None:
                 raise ValueError(f"{self.op}: backend {backend!r} cannot serve this call: {reason}")
             return self.backends[backend]
-        return self.auto(args, hint)
+        return self.auto(args)
 
-    def auto(self, args: tuple, hint=None) -> Backend:
+    def auto(self, args: tuple) -> Backend:
         shape = self.call_shape(*args)
         for rule in policy.rules_for(self.op, shape.device):
             backend = self.backends.get(rule.backend)
-            if backend is None or not self._rule_applies(rule, backend, shape, args, hint):
+            if backend is None or not self._rule_applies(rule, backend, shape, args):
                 continue
             if self.unsupported_reason(backend, shape.device) is None and backend.supports_args(*args) is None:
                 return backend
         return self.backends["torch"]
 
-    def explain(self, args: tuple, hint=None) -> list[tuple[str, str]]:
+    def explain(self, args: tuple) -> list[tuple[str, str]]:
         """For doctor: each backend with 'chosen' or the reason auto passed it over."""
-        chosen = self.auto(args, hint).name
+        chosen = self.auto(args).name
         shape = self.call_shape(*args)
         rules = policy.rules_for(self.op, shape.device)
         out = []
@@ -142,13 +140,13 @@ class OpDispatch:
                 continue
             if name == chosen:
                 rule = next((r for r in rules if r.backend == name
-                             and self._rule_applies(r, self.backends[name], shape, args, hint)), None)
+                             and self._rule_applies(r, self.backends[name], shape, args)), None)
                 out.append((name, "chosen" + (f" (policy: {rule.describe()})" if rule else " (fallback)")))
                 continue
             reason = self.refusal(name, args)
             if reason is None:
                 ranked = [r for r in rules if r.backend == name
-                          and self._rule_applies(r, self.backends[name], shape, args, hint)]
+                          and self._rule_applies(r, self.backends[name], shape, args)]
                 reason = (
                     f"ranked below {chosen} by the {policy.family_of(shape.device)} policy"
                     if ranked else f"the {policy.family_of(shape.device)} policy does not use it for this shape"

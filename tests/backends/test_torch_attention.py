@@ -354,7 +354,7 @@ def _fast(b=2, sq=64, sk=64, hq=4, hk=4, d=64, dv=None, dtype=torch.bfloat16, ca
         p = dataclasses.replace(p, deterministic=True)
     if which == "cudnn_serves":
         return ta.cudnn_serves(q, k, v, p)
-    return getattr(ta, which)(q, k, v, None, None, slopes, p, None)
+    return getattr(ta, which)(q, k, v, None, None, slopes, p)
 
 
 def test_fast_path_takes_plain_dense_calls(cudnn_says_yes):

@@ -112,9 +112,9 @@ def _fast_dispatch(fast):
 
     seen = []
 
-    def fast_path(x, hint):
-        seen.append(hint)
-        return fast(x, hint)
+    def fast_path(x):
+        seen.append(x)
+        return fast(x)
 
     ok = lambda *a: None  # noqa: E731
     backends = [dispatch.Backend("torch", lambda x: "torch", ok, ok, fast_path=fast_path),
@@ -126,15 +126,15 @@ def _fast_dispatch(fast):
 def test_fast_path_rules_apply_only_where_the_backend_says_so(monkeypatch):
     rules = (policy._rule({"backend": "torch", "fast_path": True}, "test"), policy._rule({"backend": "triton"}, "test"))
     monkeypatch.setattr(policy, "rules_for", lambda op, device: rules)
-    d, seen = _fast_dispatch(lambda x, hint: hint is False)
-    x = torch.empty(1)
-    assert d.select("auto", (x,), hint=False).name == "torch"
-    assert d.select("auto", (x,), hint=True).name == "triton"
-    assert d.select("auto", (x,)).name == "triton"  # no hint: not the fast path
-    assert seen == [False, True, None]
-    assert d.select("torch", (x,), hint=True).name == "torch"  # explicit names ignore the rule's condition
-    assert dict(d.explain((x,), hint=False))["torch"] == "chosen (policy: torch fast path)"
-    assert dict(d.explain((x,), hint=True))["triton"].startswith("chosen")
+    d, seen = _fast_dispatch(lambda x: x.numel() == 1)
+    fast, slow, empty = torch.empty(1), torch.empty(2), torch.empty(0)
+    assert d.select("auto", (fast,)).name == "torch"
+    assert d.select("auto", (slow,)).name == "triton"
+    assert d.select("auto", (empty,)).name == "triton"
+    assert len(seen) == 3 and all(a is b for a, b in zip(seen, (fast, slow, empty)))  # the call's own args
+    assert d.select("torch", (slow,)).name == "torch"  # explicit names ignore the rule's condition
+    assert dict(d.explain((fast,)))["torch"] == "chosen (policy: torch fast path)"
+    assert dict(d.explain((slow,)))["triton"].startswith("chosen")
 
 
 def test_fast_path_key_must_be_a_bool():

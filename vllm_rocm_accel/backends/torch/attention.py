@@ -422,14 +422,14 @@ def _cudnn_backward(dout, q, k, v, out, lse, p: AttnProblem):
     return tuple(g.transpose(1, 2).contiguous() for g in grads)
 
 
-def fast_path(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, hint=None) -> bool:
+def fast_path(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem) -> bool:
     """Forward: whether the cuDNN path serves the call (:func:`cudnn_serves`) at a head dim the
     cuda policy's crossover was measured at (64, 128). The cuda policy puts torch first for such
     calls from its rule's key length (docs/performance.md)."""
     return p.head_dim in _FAST_HEAD_DIMS and cudnn_serves(q, k, v, p)
 
 
-def fast_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem, hint=None) -> bool:
+def fast_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p: AttnProblem) -> bool:
     """Backward: as :func:`fast_path`, unless the caller asked for a deterministic backward
     (cuDNN's accumulates with atomics)."""
     return not p.deterministic and fast_path(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, p)

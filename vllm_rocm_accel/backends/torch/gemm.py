@@ -106,7 +106,7 @@ def _dequant_mm(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype):
     return acc.to(out_dtype)
 
 
-def per_tensor_fast_path(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype, hint=None) -> bool:
+def per_tensor_fast_path(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype) -> bool:
     """Whether cuBLAS's per-tensor FP8 kernel (``torch._scaled_mm`` with two scalar scales)
     serves this call: the cuda policy prefers it for small M, where it streams an L2-resident
     weight faster than our Triton tiles (H100 gemm run 5: 5.3-7.2 vs 8.1-8.7 us at M <= 128,
