@@ -278,7 +278,9 @@ def test_tma_reason_needs_hopper_or_the_interpreter(monkeypatch):
     assert ta.tma_reason(q, k, v, p) is None
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert "cpu" in ta.tma_reason(q, k, v, p)
-    monkeypatch.setattr(ta, "TensorDescriptor", None)
+    from vllm_rocm_accel.backends.triton import tma
+
+    monkeypatch.setattr(tma, "TensorDescriptor", None)
     assert "tensor descriptors" in ta.tma_reason(q, k, v, p)
 
 

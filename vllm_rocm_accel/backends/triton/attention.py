@@ -28,22 +28,17 @@ with the same rule's tiles, warps and stages.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Optional
 
 import torch
 import triton
 
 from ...kernels.triton import attention as _k
-from . import config_data
+from . import config_data, tma
 from .config_data import family as _family
+from .config_data import interpreting as _interpreting
 from .config_data import pow2
 from .fast_launch import FastLauncher
-
-try:
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - Triton < 3.4: no host-side descriptors, the pointer kernel serves
-    TensorDescriptor = None
 
 _config = config_data.loader("attention")  # a module attribute: tests and tuners replace it
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -62,7 +57,6 @@ _FILL = FastLauncher(_k.attn_fill_tail_kernel)
 _FWD_TMA = {dt: FastLauncher(_k.attn_fwd_tma_kernel) for dt in (torch.float16, torch.bfloat16)}
 FWD_KERNELS = ("pointer", "tma")
 _TMA_HEAD_DIMS = (64, 128)
-_TMA_BOX = 256  # the most elements a TMA box has along one dim
 
 
 # --- launch parameters --------------------------------------------------------------
@@ -133,8 +127,8 @@ def fwd_kernel(family: str, bucket: int, masked: bool, dtype_name: str) -> tuple
 
 
 def _check_tma_tiles(bm: int, bn: int, source: str) -> None:
-    if max(bm, bn) > _TMA_BOX:
-        raise ValueError(f"{source}: the tma forward's BLOCK_M / BLOCK_N must be at most {_TMA_BOX} (a TMA box), "
+    if max(bm, bn) > tma.BOX:
+        raise ValueError(f"{source}: the tma forward's BLOCK_M / BLOCK_N must be at most {tma.BOX} (a TMA box), "
                          f"got BLOCK_M={bm}, BLOCK_N={bn}")
 
 
@@ -212,28 +206,12 @@ def _prec(dtype: torch.dtype):
     return "ieee" if dtype == torch.float32 else None
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(device_index: int) -> tuple:
-    return torch.cuda.get_device_capability(device_index)
-
-
 def tma_reason(q, k, v, p) -> Optional[str]:
     """Why :func:`~vllm_rocm_accel.kernels.triton.attention.attn_fwd_tma_kernel` cannot run the
     forward of this (checked, dense or varlen) call, or None when it can."""
-    if TensorDescriptor is None:
-        return "this Triton has no host-side tensor descriptors (triton.tools.tensor_descriptor)"
-    if q.device.type == "cuda":
-        if torch.version.hip:
-            return "the tma forward is written for NVIDIA's TMA (not run on ROCm)"
-        index = q.device.index if q.device.index is not None else torch.cuda.current_device()
-        if _capability(index) < (9, 0):
-            return "TMA needs compute capability 9.0 or later"
-    elif not _interpreting():
-        return f"tensors are on {q.device.type}"
+    reason = tma.device_reason(q.device, "the tma forward")
+    if reason is not None:
+        return reason
     if p.varlen:
         return "varlen calls run the pointer kernel"
     if p.softcap > 0 or p.has_alibi or p.dropout_p > 0:
@@ -303,7 +281,7 @@ def _alibi_args(alibi, dummy):
 def _forward_tma(q, k, v, out, lse, p, bm: int, bn: int, warps: int, stages: int, threshold: float) -> None:
     """The tma forward (:func:`tma_reason` said yes): 4-D descriptors of q/k/v/out as they are."""
     d = p.head_dim
-    descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, rows, 1, d])
+    descs = [tma.TensorDescriptor(t, list(t.shape), list(t.stride()), [1, rows, 1, d])
              for t, rows in ((q, bm), (k, bn), (v, bn), (out, bm))]
     lse_t = lse if lse is not None else out
     lse_sb, lse_sh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)

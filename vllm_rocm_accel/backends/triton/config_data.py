@@ -30,11 +30,16 @@ def loader(name: str) -> Callable[[], dict]:
     return config
 
 
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET``) in this process."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
 @functools.lru_cache(maxsize=None)
 def family(device_type: str) -> str:
     """The config family of a device type: ``interpret`` under TRITON_INTERPRET or off CUDA (the
     interpreter is Triton's only target there), else ``rocm`` on a HIP build, ``cuda`` otherwise."""
-    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
+    if interpreting():
         return "interpret"
     if device_type == "cuda":
         return "rocm" if torch.version.hip else "cuda"

@@ -24,10 +24,11 @@ ordinary path (correct, not measured there).
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import torch
+
+from .config_data import interpreting
 
 try:
     from triton.compiler import CompiledKernel as _CompiledKernel
@@ -44,7 +45,7 @@ def enabled() -> bool:
         _CompiledKernel is not None
         and hasattr(_CompiledKernel, "__getitem__")
         and torch.version.hip is None
-        and os.environ.get("TRITON_INTERPRET", "0").lower() not in ("1", "true", "on", "yes")
+        and not interpreting()
     )
 
 

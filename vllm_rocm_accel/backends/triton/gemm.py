@@ -36,14 +36,9 @@ import torch
 from ... import fp8
 from ...checks.gemm import BLOCK
 from ...kernels.triton import gemm as _k
-from . import config_data
+from . import config_data, tma
 from .config_data import family as _family
 from .fast_launch import FastLauncher
-
-try:
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - Triton < 3.4: no host-side descriptors, the tiled kernel serves
-    TensorDescriptor = None
 
 _config = config_data.loader("gemm")  # a module attribute: tests and tuners replace it
 _GEMM = FastLauncher(_k.gemm_a8w8_kernel)
@@ -55,7 +50,6 @@ _BLOCKSCALE = FastLauncher(_k.gemm_a8w8_blockscale_kernel)
 _PERSISTENT = {fmt: FastLauncher(_k.gemm_a8w8_persistent_kernel) for fmt in fp8.FP8_DTYPES}
 _LAUNCHERS = (_GEMM, _EPILOGUE, _BLOCKSCALE, *_PERSISTENT.values())
 KERNELS = ("tiled", "persistent")
-_TMA_BOX = 256  # the most elements a TMA box has along one dim
 _I32 = 2**31
 _PARAMS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 
@@ -128,8 +122,8 @@ def gemm_kernel(device: torch.device, m: int, n: int, k: int) -> str:
 
 def _check_tma_tiles(bm: int, bn: int, bk: int, source: str) -> None:
     """TMA boxes: at most 256 elements per dim, and 16 bytes or more along K (FP8: BLOCK_K >= 16)."""
-    if max(bm, bn, bk) > _TMA_BOX or bk < 16:
-        raise ValueError(f"{source}: the persistent kernel's tiles must be at most {_TMA_BOX} per edge and BLOCK_K "
+    if max(bm, bn, bk) > tma.BOX or bk < 16:
+        raise ValueError(f"{source}: the persistent kernel's tiles must be at most {tma.BOX} per edge and BLOCK_K "
                          f">= 16 (TMA boxes), got BLOCK_M={bm}, BLOCK_N={bn}, BLOCK_K={bk}")
 
 
@@ -174,22 +168,11 @@ def _operand_reason(a: torch.Tensor, w: torch.Tensor) -> Optional[str]:
     return None
 
 
-@functools.lru_cache(maxsize=None)
-def _capability(device_index: int) -> tuple:
-    return torch.cuda.get_device_capability(device_index)
-
-
 def tma_reason(a: torch.Tensor, w: torch.Tensor) -> Optional[str]:
     """Why the persistent (TMA) kernel cannot take ``a`` and ``w``, or None when it can."""
-    if TensorDescriptor is None:
-        return "this Triton has no host-side tensor descriptors (triton.tools.tensor_descriptor)"
-    device = a.device
-    if device.type == "cuda":
-        if torch.version.hip:
-            return "the persistent kernel is written for NVIDIA's TMA (not run on ROCm)"
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        if _capability(index) < (9, 0):
-            return "TMA needs compute capability 9.0 or later"
+    reason = tma.device_reason(a.device, "the persistent kernel")
+    if reason is not None:
+        return reason
     for name, t in (("a", a), ("w", w)):
         if t.data_ptr() % 16:
             return f"{name}'s data pointer is not 16-byte aligned"
@@ -248,8 +231,8 @@ def gemm_a8w8(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torc
         # a float32 out doubles the epilogue's shared-memory tile (128 x 256 x 4 B with 3 stages of
         # operands: 272 KB > the H200's 227 KB, measured): the tiled kernel takes it
         if tma_reason(a, w) is None and out.element_size() <= 2:
-            a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk])
-            w_desc = TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk])
+            a_desc = tma.TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk])
+            w_desc = tma.TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk])
             # constexprs: HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, IDX64, PROMOTE
             _PERSISTENT[a.dtype].launch((min(_sm_count(a.device), tiles),),
                                         (a_desc, w_desc, out, a_scale, sa_stride, w_scale, sw_stride, bias_arg, m, n,

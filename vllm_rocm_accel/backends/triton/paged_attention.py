@@ -27,7 +27,8 @@ import triton
 from ...kernels.triton import paged_attention as _k
 from ...split_k import choose_num_splits
 from . import config_data
-from .attention import _MAX_GRID_YZ, _DTYPES, _block_d, _fill_tail, _interpreting, _prec, head_bucket
+from .attention import _MAX_GRID_YZ, _DTYPES, _block_d, _fill_tail, _prec, head_bucket
+from .config_data import interpreting as _interpreting
 from .config_data import family as _family
 from .config_data import pow2
 from .fast_launch import FastLauncher
