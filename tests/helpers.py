@@ -129,3 +129,18 @@ def widen_bf16_dot_in_interpreter(monkeypatch) -> None:
 
     create_dot._widens_bf16 = True
     monkeypatch.setattr(builder, "create_dot", create_dot)
+
+
+def edited_config(monkeypatch, module):
+    """Generator for a fixture: a deep copy of a Triton launcher module's loaded config (its
+    ``_config``), installed in its place with the module's caches cleared, yielded for the test
+    to edit; afterwards the shipped config is back and the caches cleared again."""
+    import copy
+    import functools
+
+    edited = copy.deepcopy(module._config())
+    module.clear_caches()
+    monkeypatch.setattr(module, "_config", functools.lru_cache(maxsize=1)(lambda: edited))
+    yield edited
+    monkeypatch.undo()
+    module.clear_caches()

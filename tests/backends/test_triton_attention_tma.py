@@ -16,15 +16,13 @@ Triton's interpreter on the CPU.
 
 from __future__ import annotations
 
-import copy
-import functools
 import os
 import random
 
 import pytest
 import torch
 
-from helpers import assert_close_verbose, interpreter_only, poison_torch_empty
+from helpers import assert_close_verbose, edited_config, interpreter_only, poison_torch_empty
 from triton_attention_ref import ref_attention, ref_with_grads, rounding_atol
 from vllm_rocm_accel.backends.triton import attention as ta
 from vllm_rocm_accel.checks.attention import check_dense, check_varlen
@@ -44,12 +42,7 @@ def poisoned_empty(monkeypatch):
 @pytest.fixture
 def config(monkeypatch):
     """Edit the launch config for one test: ``config["interpret"]["fwd"][...]``."""
-    edited = copy.deepcopy(ta._config())
-    ta.clear_caches()
-    monkeypatch.setattr(ta, "_config", functools.lru_cache(maxsize=1)(lambda: edited))
-    yield edited
-    monkeypatch.undo()
-    ta.clear_caches()
+    yield from edited_config(monkeypatch, ta)
 
 
 @pytest.fixture

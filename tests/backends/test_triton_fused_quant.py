@@ -11,14 +11,13 @@ the scales are compared to that step and at most 0.5% of the bytes may differ (b
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 
 import pytest
 import torch
 
-from helpers import assert_close_verbose
+from helpers import assert_close_verbose, edited_config
 from vllm_rocm_accel import fp8
 from vllm_rocm_accel.backends.torch import fused_quant as ref
 from vllm_rocm_accel.backends.torch.quant import per_token_group_scales_layout
@@ -95,12 +94,8 @@ def run_silu(x, fmt, group, column_major):
 @pytest.fixture
 def config(monkeypatch):
     """Edit the launch config for one test: ``config()[family]["rms_norm_quant"][...] = ...``."""
-    edited = copy.deepcopy(tfq._config())
-    tfq.clear_caches()
-    monkeypatch.setattr(tfq, "_config", functools.lru_cache(maxsize=1)(lambda: edited))
-    yield lambda: edited
-    monkeypatch.undo()
-    tfq.clear_caches()
+    for edited in edited_config(monkeypatch, tfq):
+        yield lambda: edited
 
 
 def norm_case(lead, hidden, dtype, row_pad=0, weight_dtype="same"):

@@ -15,15 +15,13 @@ run by Triton's interpreter on the CPU.
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
 import os
 
 import pytest
 import torch
 
-from helpers import interpreter_only
+from helpers import edited_config, interpreter_only
 from vllm_rocm_accel import fp8, rocm_accel_ops
 from vllm_rocm_accel.backends.triton import config_data
 from vllm_rocm_accel.backends.triton import gemm as tg
@@ -83,12 +81,7 @@ def assert_matches(out, a, w, sa_full, sw_full, bias, msg):
 @pytest.fixture
 def config(monkeypatch):
     """Edit the launch config for one test: ``config["interpret"]["gemm_a8w8"]["rules"][...]``."""
-    edited = copy.deepcopy(tg._config())
-    tg.clear_caches()
-    monkeypatch.setattr(tg, "_config", functools.lru_cache(maxsize=1)(lambda: edited))
-    yield edited
-    monkeypatch.undo()
-    tg.clear_caches()
+    yield from edited_config(monkeypatch, tg)
 
 
 def use_persistent(cfg: dict) -> None:

@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-from helpers import assert_close_verbose
+from helpers import assert_close_verbose, edited_config
 from vllm_rocm_accel import fp8
 from vllm_rocm_accel.backends.torch import quant as ref
 from vllm_rocm_accel.backends.triton import quant as tq
@@ -94,14 +94,8 @@ def run_per_token_group(x, fmt, group, column_major):
 @pytest.fixture
 def config(monkeypatch):
     """Edit the launch config for one test: ``config()["interpret"]["per_token"][...] = ...``."""
-    import copy
-
-    edited = copy.deepcopy(tq._config())
-    tq.clear_caches()
-    monkeypatch.setattr(tq, "_config", functools.lru_cache(maxsize=1)(lambda: edited))
-    yield lambda: edited
-    monkeypatch.undo()
-    tq.clear_caches()
+    for edited in edited_config(monkeypatch, tq):
+        yield lambda: edited
 
 
 # --- the FP8 encoding ---------------------------------------------------------------------------
