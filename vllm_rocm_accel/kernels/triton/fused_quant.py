@@ -33,7 +33,7 @@ import triton.language as tl
 
 from .activation import _act
 from .quant import (_chunk, _group_tiles, _load_hinted, _quantize, _quantize_groups, _quantize_row, _row_block,
-                    _row_scales, _scale, _slot_store)
+                    _row_scales, _scale, _store_slots)
 
 
 @triton.jit
@@ -331,6 +331,8 @@ def rms_norm_quant_regs_kernel(
     rstd = tl.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)[:, None]
 
     y0 = _slot_normed(0, s0, w0, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
+    # placeholders for the slots past N_CHUNKS (never stored)
+    y1, y2, y3, y4, y5, y6, y7 = y0, y0, y0, y0, y0, y0, y0
     am = tl.abs(y0)
     if N_CHUNKS > 1:
         y1 = _slot_normed(1, s1, w1, rstd, w_ptr, x_ptr, j, n_cols, CHUNK, HAS_WEIGHT, W_EARLY)
@@ -356,29 +358,8 @@ def rms_norm_quant_regs_kernel(
     sdiv, rh, rd, rl = _row_scales(tl.max(am, axis=1), s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR,
                                    RCP_SCALE, RCP_DIV)
 
-    _slot_store(y0, 0, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX, SW_FP8,
-                FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 1:
-        _slot_store(y1, 1, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 2:
-        _slot_store(y2, 2, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 3:
-        _slot_store(y3, 3, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 4:
-        _slot_store(y4, 4, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 5:
-        _slot_store(y5, 5, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 6:
-        _slot_store(y6, 6, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 7:
-        _slot_store(y7, 7, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    _store_slots(y0, y1, y2, y3, y4, y5, y6, y7, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS,
+                 EVEN, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
 
 
 @triton.jit

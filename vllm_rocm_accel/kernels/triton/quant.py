@@ -456,6 +456,37 @@ def _slot_store(xf, c: tl.constexpr, q_rows, j, row_mask, n_cols, sdiv, rh, rd, 
 
 
 @triton.jit
+def _store_slots(x0, x1, x2, x3, x4, x5, x6, x7, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr,
+                 CHUNK: tl.constexpr, N_CHUNKS: tl.constexpr, EVEN: tl.constexpr, FP8_MAX: tl.constexpr,
+                 SW_FP8: tl.constexpr, FNUZ: tl.constexpr, RCP_DIV: tl.constexpr, SAT_CVT: tl.constexpr):
+    """The regs kernels' last pass: :func:`_slot_store` of slots 0 .. N_CHUNKS - 1 (float32 chunks
+    of the rows; the slots past N_CHUNKS are placeholders, never read)."""
+    _slot_store(x0, 0, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX, SW_FP8,
+                FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 1:
+        _slot_store(x1, 1, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 2:
+        _slot_store(x2, 2, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 3:
+        _slot_store(x3, 3, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 4:
+        _slot_store(x4, 4, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 5:
+        _slot_store(x5, 5, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 6:
+        _slot_store(x6, 6, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    if N_CHUNKS > 7:
+        _slot_store(x7, 7, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
+                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+
+
+@triton.jit
 def per_token_quant_regs_kernel(
     x_ptr,
     x_row_stride,
@@ -493,6 +524,8 @@ def per_token_quant_regs_kernel(
     q_rows = q_ptr + rows[:, None] * q_row_stride
     j = tl.arange(0, CHUNK)
     x0 = _slot_load(x_rows, 0, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
+    # placeholders for the slots past N_CHUNKS (never stored)
+    x1, x2, x3, x4, x5, x6, x7 = x0, x0, x0, x0, x0, x0, x0
     acc = tl.abs(x0)
     if N_CHUNKS > 1:
         x1 = _slot_load(x_rows, 1, j, row_mask, n_cols, CHUNK, N_CHUNKS, EVEN)
@@ -520,29 +553,8 @@ def per_token_quant_regs_kernel(
         amax = tl.minimum(amax, tl.load(ub_ptr).to(tl.float32))
     sdiv, rh, rd, rl = _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS, FP8_MAX, AMAX_FLOOR, RCP_SCALE,
                                    RCP_DIV)
-    _slot_store(x0, 0, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX, SW_FP8,
-                FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 1:
-        _slot_store(x1, 1, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 2:
-        _slot_store(x2, 2, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 3:
-        _slot_store(x3, 3, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 4:
-        _slot_store(x4, 4, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 5:
-        _slot_store(x5, 5, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 6:
-        _slot_store(x6, 6, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
-    if N_CHUNKS > 7:
-        _slot_store(x7, 7, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS, EVEN, FP8_MAX,
-                    SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    _store_slots(x0, x1, x2, x3, x4, x5, x6, x7, q_rows, j, row_mask, n_cols, sdiv, rh, rd, rl, q_ptr, CHUNK, N_CHUNKS,
+                 EVEN, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
 
 
 @triton.jit
