@@ -36,6 +36,7 @@ read the forward's ``lse``: the recomputed softmax is the one the gradient is of
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from typing import Iterator, Optional
 
@@ -341,15 +342,13 @@ _CUDNN_DTYPES = (torch.float16, torch.bfloat16)
 _CUDNN_MAX_HEAD_DIM = 128
 _FAST_HEAD_DIMS = (64, 128)  # the head dims the cuda policy's crossovers were measured at
 _cudnn_checked: dict[tuple, bool] = {}
-_cudnn_ops: list = []  # [bool] once asked
 
 
+@functools.lru_cache(maxsize=1)
 def _cudnn_ops_present() -> bool:
-    if not _cudnn_ops:
-        aten = torch.ops.aten
-        _cudnn_ops.append(hasattr(aten, "_scaled_dot_product_cudnn_attention") and hasattr(
-            aten, "_scaled_dot_product_cudnn_attention_backward"))
-    return _cudnn_ops[0]
+    aten = torch.ops.aten
+    return hasattr(aten, "_scaled_dot_product_cudnn_attention") and hasattr(
+        aten, "_scaled_dot_product_cudnn_attention_backward")
 
 
 def _cudnn_accepts(q, k, v, is_causal: bool) -> bool:

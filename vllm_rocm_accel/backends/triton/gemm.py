@@ -212,11 +212,9 @@ def gemm_a8w8(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torc
     float32."""
     m, k = a.shape
     n = w.shape[0]
-    if params is None:
-        params, chosen = _gemm_choice(a.device, m, n, k)
-        kernel = kernel or chosen
-    bm, bn, bk, gm, warps, stages, split = params
-    kernel = kernel or gemm_kernel(a.device, m, n, k)
+    chosen_params, chosen_kernel = _gemm_choice(a.device, m, n, k)  # one cached lookup
+    bm, bn, bk, gm, warps, stages, split = params or chosen_params
+    kernel = kernel or chosen_kernel
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     sa_stride = _scale_stride(a_scale) if a_kind == "token" else 0  # stride 0: one scale for every row
