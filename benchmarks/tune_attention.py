@@ -177,16 +177,13 @@ def _rel_ok(a, b) -> tuple[bool, float]:
 
 
 def _cudnn(q, k, v, causal):
-    """SDPA through the cuDNN backend on contiguous (B, H, S, D) copies: (fn, its output)."""
+    """SDPA through the cuDNN backend on contiguous (B, H, S, D) copies (bench_attention's call)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    from bench_attention import _sdpa_call
+
     qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))
-
-    def fn():
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
-
-    return fn
+    return _sdpa_call(torch.nn.functional, sdpa_kernel, SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
 
 
 def tune_fwd_tma(shapes, rep, cands, rescale, prune):
