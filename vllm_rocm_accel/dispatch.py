@@ -21,6 +21,7 @@ import torch
 from . import platform, policy, settings
 
 Reason = Optional[str]
+CHOICE_CACHE_LIMIT = 4096  # cached backend choices per op
 
 
 class CallShape(NamedTuple):
@@ -100,6 +101,8 @@ class OpDispatch:
             if hit is not None:
                 return hit
             chosen = self._select(backend, args)
+            if len(self._chosen) >= CHOICE_CACHE_LIMIT:  # keys holding call sizes must not pile up
+                self._chosen.clear()
             self._chosen[key] = chosen
             return chosen
         return self._select(backend, args)

@@ -277,3 +277,82 @@ def test_deterministic_travels_from_the_facade_to_the_backward(deterministic, mo
                  q, k, v, dout)
     assert seen == [deterministic]
     _check_grads(got, q, k, v, dout, f"deterministic={deterministic}", causal=True)
+
+
+# --- the host path: memoized checks, cached choices, no autograd kernel for inference ---------
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(softmax_scale=-0.5), "softmax_scale"),
+    (dict(softmax_scale=True), "softmax_scale"),
+    (dict(softcap=float("nan")), "softcap"),
+    (dict(window_size=(True, 0)), "window_size"),
+    (dict(window_size=(1.0, 0)), "window_size"),
+    (dict(dropout_p=1), "dropout_p"),
+])
+def test_bad_options_raise_after_an_accepted_call_of_the_same_shapes(kwargs, match):
+    """The checks' memo stores accepted calls only, keyed with each scalar's type and value:
+    a call that differs from an accepted one in one bad option still raises."""
+    q, k, v = dense_qkv(1, 4, 4, 2, 2, 16, dtype=torch.float32)
+    good = dict(softmax_scale=0.5, softcap=0.0, window_size=(1, 0), dropout_p=0.0)
+    rocm_accel_ops.flash_attn_func(q, k, v, **good)
+    with pytest.raises((ValueError, TypeError), match=match):
+        rocm_accel_ops.flash_attn_func(q, k, v, **{**good, **kwargs})
+
+
+def test_dense_checks_are_memoized_for_accepted_calls_only():
+    from vllm_rocm_accel.checks import attention as checks
+
+    q, k, v = dense_qkv(2, 5, 7, 4, 2, 16, dtype=torch.float32)
+    first = checks.check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.0)
+    again = checks.check_dense(q.clone(), k.clone(), v.clone(), None, True, (-1, -1), 0.0, None, 0.0)
+    assert again is first and first.softmax_scale == 0.25 and first.seqlen_k == 7
+    other = checks.check_dense(q, k, v, 0.5, True, (-1, -1), 0.0, None, 0.0)
+    assert other is not first and other.softmax_scale == 0.5
+    # int and float spellings of a scale give the same problem; dropout calls (a seed each) are not stored
+    assert checks.check_dense(q, k, v, 1, True, (-1, -1), 0.0, None, 0.0).softmax_scale == 1.0
+    drop = checks.check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.1, seed=7)
+    assert drop.seed == 7 and checks.check_dense(q, k, v, None, True, (-1, -1), 0.0, None, 0.1, seed=8).seed == 8
+    # a window given as a list is checked every time (not a key), with the same result
+    listed = checks.check_dense(q, k, v, None, True, [-1, -1], 0.0, None, 0.0)
+    assert listed == first and listed is not first
+
+
+def test_dense_choices_are_cached_and_bounded(monkeypatch):
+    """Dense calls cache auto's choice under a key of the whole problem (so the cuDNN eligibility
+    and the policy walk run once per shape); varlen calls, whose sizes change every step, do not;
+    the cache is cleared when it reaches its limit."""
+    from vllm_rocm_accel import dispatch
+    from vllm_rocm_accel.ops import attention as attn_ops
+
+    monkeypatch.setattr(dispatch, "CHOICE_CACHE_LIMIT", 3)
+    attn_ops.FLASH_ATTN_FWD.clear_caches()
+    for s in range(2, 9):
+        q, k, v = dense_qkv(1, s, s, 2, 2, 16, dtype=torch.float32)
+        rocm_accel_ops.flash_attn_func(q, k, v, causal=True)
+        assert 1 <= len(attn_ops.FLASH_ATTN_FWD._chosen) <= 3
+    attn_ops.FLASH_ATTN_FWD.clear_caches()
+    rocm_accel_ops.flash_attn_varlen_func(*_varlen(), causal=True)
+    assert not attn_ops.FLASH_ATTN_FWD._chosen
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "grad_enabled"])
+def test_inference_calls_match_autograd_calls(mode, seed):
+    """Without a gradient to track, the facade calls the op below the autograd key; the result
+    is the one the autograd kernel gives, in every grad mode, and is not part of a graph."""
+    q, k, v = dense_qkv(1, 6, 6, 2, 1, 16, dtype=torch.float32)
+    qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+    want = rocm_accel_ops.flash_attn_func(qg, kg, vg, causal=True)
+    ctx = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode, "grad_enabled": torch.enable_grad}[mode]
+    with ctx():
+        got, lse = rocm_accel_ops.flash_attn_func(q, k, v, causal=True, return_lse=True)
+    assert want.grad_fn is not None and got.grad_fn is None and not got.requires_grad
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=0)
+    _check_forward(got, lse, q, k, v, mode, causal=True)
+
+
+def test_fullgraph_compile_of_an_inference_call(seed):
+    q, k, v = dense_qkv(1, 8, 8, 4, 2, 16, dtype=torch.float32)
+    fn = torch.compile(lambda a, b, c: rocm_accel_ops.flash_attn_func(a, b, c, causal=True), fullgraph=True,
+                       backend="aot_eager")
+    with torch.no_grad():
+        got = fn(q, k, v)
+    _check_forward(got, None, q, k, v, "compiled no_grad", causal=True)

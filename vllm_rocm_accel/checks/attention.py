@@ -180,8 +180,48 @@ def _problem(q, k, v, *, varlen, batch, sq, sk, scale, causal, window, softcap, 
     )
 
 
+# Accepted dense calls, by everything their checks read: shapes, dtypes, devices and the scalars
+# (plain Python numbers only, so no key holds a tensor or a bool standing in for 1). The facade and
+# the op both check a call, eagerly on every call: a hit costs a key instead of ~30 Python-level
+# checks. Only accepted calls are stored, so a bad call always runs the checks and raises.
+_DENSE_ACCEPTED: dict[tuple, AttnProblem] = {}
+_MEMO_LIMIT = 1024
+_PLAIN = (float, int)
+_PLAIN_OR_NONE = (float, int, type(None))
+
+
+def _dense_key(q, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes, dropout_p, seed):
+    """The memo key of a dense call, or None for calls the memo leaves to the checks (tensor
+    subclasses, ALiBi, a window that is not a tuple of two ints, dropout: its seed changes per call)."""
+    if (type(q) is not torch.Tensor or type(k) is not torch.Tensor or type(v) is not torch.Tensor
+            or alibi_slopes is not None or type(window_size) is not tuple or len(window_size) != 2):
+        return None
+    left, right = window_size
+    if (type(left) is not int or type(right) is not int or type(causal) is not bool
+            or type(softmax_scale) not in _PLAIN_OR_NONE or type(softcap) not in _PLAIN
+            or type(dropout_p) not in _PLAIN or dropout_p != 0 or seed != 0):
+        return None
+    return (q.shape, k.shape, v.shape, q.dtype, k.dtype, v.dtype, q.device, k.device, v.device,
+            softmax_scale, causal, left, right, softcap)
+
+
 def check_dense(q, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes, dropout_p, seed=0) -> AttnProblem:
-    """Checks a dense (B, S, H, D) call and returns its :class:`AttnProblem`."""
+    """Checks a dense (B, S, H, D) call and returns its :class:`AttnProblem` (memoized for
+    accepted calls, see ``_DENSE_ACCEPTED``)."""
+    key = _dense_key(q, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes, dropout_p, seed)
+    if key is not None:
+        hit = _DENSE_ACCEPTED.get(key)
+        if hit is not None:
+            return hit
+    p = _check_dense(q, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes, dropout_p, seed)
+    if key is not None:
+        if len(_DENSE_ACCEPTED) >= _MEMO_LIMIT:
+            _DENSE_ACCEPTED.clear()
+        _DENSE_ACCEPTED[key] = p
+    return p
+
+
+def _check_dense(q, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes, dropout_p, seed) -> AttnProblem:
     _check_qkv(q, k, v, 4)
     b, sq = q.shape[0], q.shape[1]
     if k.shape[0] != b or v.shape[0] != b:

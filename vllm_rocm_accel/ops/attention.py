@@ -114,6 +114,17 @@ def _empty_result(q, p: AttnProblem, return_lse: bool):
     return out, lse
 
 
+def _choice_key(backend: str, q, k, v, alibi, p: AttnProblem) -> Optional[tuple]:
+    """Cache key for the backend choice of a dense call without dropout (varlen and dropout calls,
+    whose problems change every call, take the full path): everything the policy rules and the
+    backends' predicates read -- the problem (shapes, dtype, options), the device, the strides, the
+    ALiBi layout and the switches torch's cuDNN eligibility reads (``_cudnn_accepts``)."""
+    if p.varlen or p.dropout_p > 0:
+        return None
+    return (backend, p, q.device, q.stride(), k.stride(), v.stride(), None if alibi is None else alibi.shape,
+            torch.backends.cuda.cudnn_sdp_enabled(), torch.are_deterministic_algorithms_enabled())
+
+
 # --- op implementations -----------------------------------------------------
 def flash_attn_fwd_impl(
     q: torch.Tensor,
@@ -141,7 +152,7 @@ def flash_attn_fwd_impl(
     q, k, v = unit_last(q), unit_last(k), unit_last(v)
     alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p)
-    impl = FLASH_ATTN_FWD.select(backend, args)
+    impl = FLASH_ATTN_FWD.select(backend, args, _choice_key(backend, q, k, v, alibi, p))
     count(FWD, impl.name)
     if p.sees_nothing:
         return _empty_result(q, p, return_lse)
@@ -190,7 +201,7 @@ def flash_attn_bwd_impl(
     dout, q, k, v, out = (unit_last(t) for t in (dout, q, k, v, out))
     alibi = None if alibi_slopes is None else alibi_slopes.contiguous()
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi, p)
-    impl = FLASH_ATTN_BWD.select(backend, args)
+    impl = FLASH_ATTN_BWD.select(backend, args, _choice_key(backend, q, k, v, alibi, p))
     count(BWD, impl.name)
     if p.sees_nothing:
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
@@ -244,6 +255,17 @@ def _seed(dropout_p: float) -> int:
     return int(torch.empty((), dtype=torch.int64).random_(0, 2**62).item())  # torch's generator: manual_seed replays
 
 
+def _forward_op(needs_grad: bool, *args):
+    """``torch.ops.rocm_accel.flash_attn_fwd(*args)``; when no gradient is needed (inference),
+    called below the autograd dispatch key, as the registered autograd kernel itself does then
+    (``torch._library.autograd``'s ``forward_no_grad``), without running that kernel's Python
+    (~15-30 us a call). Under ``torch.compile`` the op is called plainly, for Dynamo to trace."""
+    if needs_grad or torch.compiler.is_compiling():
+        return torch.ops.rocm_accel.flash_attn_fwd(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return torch.ops.rocm_accel.flash_attn_fwd(*args)
+
+
 def _finish(out, lse, dv, return_lse):
     if out.shape[-1] != dv:
         out = out[..., :dv]
@@ -260,9 +282,10 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     p = check_dense(q, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes, dropout_p)
     seed = _seed(p.dropout_p)
     q, k, v, dv = _prepare(q, k, v)
-    out, lse = torch.ops.rocm_accel.flash_attn_fwd(
-        q, k, v, None, None, 0, 0, p.softmax_scale, p.causal, p.window_left, p.window_right, p.softcap,
-        alibi_slopes, p.dropout_p, seed, bool(return_lse) or grad_needed(q, k, v), backend or "auto",
+    needs_grad = grad_needed(q, k, v)
+    out, lse = _forward_op(
+        needs_grad, q, k, v, None, None, 0, 0, p.softmax_scale, p.causal, p.window_left, p.window_right,
+        p.softcap, alibi_slopes, p.dropout_p, seed, bool(return_lse) or needs_grad, backend or "auto",
         bool(deterministic),
     )
     return _finish(out, lse, dv, return_lse)
@@ -301,10 +324,11 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
                      window_size, softcap, alibi_slopes, dropout_p)
     seed = _seed(p.dropout_p)
     q, k, v, dv = _prepare(q, k, v)
-    out, lse = torch.ops.rocm_accel.flash_attn_fwd(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p.softmax_scale, p.causal,
-        p.window_left, p.window_right, p.softcap, alibi_slopes, p.dropout_p, seed,
-        bool(return_lse) or grad_needed(q, k, v), backend or "auto", bool(deterministic),
+    needs_grad = grad_needed(q, k, v)
+    out, lse = _forward_op(
+        needs_grad, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p.softmax_scale,
+        p.causal, p.window_left, p.window_right, p.softcap, alibi_slopes, p.dropout_p, seed,
+        bool(return_lse) or needs_grad, backend or "auto", bool(deterministic),
     )
     return _finish(out, lse, dv, return_lse)
 

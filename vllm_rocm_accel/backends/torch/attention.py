@@ -406,6 +406,13 @@ def _cudnn_forward(q, k, v, p: AttnProblem, need_lse: bool):
     return out, res[1].reshape(p.lse_shape()).contiguous()
 
 
+@functools.lru_cache(maxsize=None)
+def _no_rng(device: torch.device) -> torch.Tensor:
+    """The philox seed/offset argument of cuDNN's backward, which reads it only with dropout (ours
+    never has any): one never-written int64 scalar per device instead of an allocation per call."""
+    return torch.empty((), dtype=torch.int64, device=device)
+
+
 def _cudnn_backward(dout, q, k, v, out, lse, p: AttnProblem):
     """(dq, dk, dv) contiguous, from any forward's out and natural-log lse (B, H, Sq)."""
     if lse.numel() == 0:  # the forward ran without it: cuDNN's forward gives both, consistently
@@ -413,7 +420,7 @@ def _cudnn_backward(dout, q, k, v, out, lse, p: AttnProblem):
     if dout.stride() != out.stride():
         dout = dout.contiguous()  # cuDNN wants dO laid out as O
         out = out.contiguous()
-    no_rng = torch.empty((), dtype=torch.int64, device=q.device)  # dropout 0: not read
+    no_rng = _no_rng(q.device)
     grads = torch.ops.aten._scaled_dot_product_cudnn_attention_backward(
         dout.transpose(1, 2), q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), out.transpose(1, 2),
         lse.contiguous().unsqueeze(-1), no_rng, no_rng, None, None, None, p.seqlen_q, p.seqlen_k, 0.0,
