@@ -115,7 +115,14 @@ def main() -> None:
     ps = check_dense(qs, ks, vs, None, True, (-1, -1), 0.0, None, 0.0)
     from vllm_rocm_accel.backends.torch import attention as torch_attn
     from vllm_rocm_accel.checks.attention import check_op_args
+    from vllm_rocm_accel.backends.triton import attention as triton_attn
+    from vllm_rocm_accel.backends.triton.tma import TensorDescriptor
     from vllm_rocm_accel.ops import attention as attn_ops
+
+    def sdpa_cudnn():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(qs.transpose(1, 2), ks.transpose(1, 2), vs.transpose(1, 2),
+                                                  is_causal=True)
 
     host = {
         "check_dense": lambda: check_dense(qs, ks, vs, None, True, (-1, -1), 0.0, None, 0.0),
@@ -134,7 +141,21 @@ def main() -> None:
                                                                                backend="torch"),
         "facade no_grad backend=triton": lambda: rocm_accel_ops.flash_attn_func(qs, ks, vs, causal=True,
                                                                                 backend="triton"),
+        "facade no_grad backend=auto": lambda: rocm_accel_ops.flash_attn_func(qs, ks, vs, causal=True),
+        "sdpa cudnn (F.sdpa, BSHD views)": sdpa_cudnn,
+        "triton: tma_reason": lambda: triton_attn.tma_reason(qs, ks, vs, ps),
+        "triton: _choice": lambda: triton_attn._choice(ps, "fwd", "cuda", None, True),
+        "triton: 4 TensorDescriptors": lambda: [
+            TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 64, 1, d]) for t in (qs, ks, vs, qs)],
+        "triton: forward()": lambda: triton_attn.forward(qs, ks, vs, None, None, None, ps, False),
     }
+    qg, kg, vg = (t.detach().clone().requires_grad_(True) for t in (qs, ks, vs))
+
+    def grad_call():  # the autograd kernel's cost: inputs that require grad (no backward run)
+        with torch.enable_grad():
+            return rocm_accel_ops.flash_attn_func(qg, kg, vg, causal=True)
+
+    host["facade grad backend=auto (no backward)"] = grad_call
     with torch.no_grad():
         res = interleaved_per_call(host, 300, 7, include_device=False, warmup=50)
     print("\nhost us per call, (1, 128, 2, D) causal, no synchronisation:")

@@ -83,6 +83,15 @@ class AttnProblem:
         zeros and lse all +inf, gradients zeros, whatever the backend; no kernel needs to run."""
         return self.total_q == 0 or self.total_k == 0 or self.seqlen_q == 0 or self.seqlen_k == 0
 
+    def __hash__(self) -> int:
+        """The fields' hash, computed once: problems key the choice and launch caches, several
+        lookups a call (the generated ``__hash__`` would rehash all twenty fields each time)."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash(tuple(getattr(self, f) for f in _FIELDS))
+            object.__setattr__(self, "_hash", h)
+        return h
+
     def lse_shape(self) -> tuple[int, ...]:
         if self.varlen:
             return (self.num_heads_q, self.total_q)
@@ -92,6 +101,9 @@ class AttnProblem:
         if self.varlen:
             return (self.total_q, self.num_heads_q, self.head_dim_v)
         return (self.batch, self.seqlen_q, self.num_heads_q, self.head_dim_v)
+
+
+_FIELDS = tuple(AttnProblem.__dataclass_fields__)
 
 
 def _int(name: str, value) -> int:

@@ -146,6 +146,8 @@ def clear_caches() -> None:
     """Forget the loaded config and cached choices (for tests and retuning)."""
     _config.cache_clear()
     _rule.cache_clear()
+    _json_choice.cache_clear()
+    _tma_problem_reason.cache_clear()
     for launcher in (_FWD, _PRE, _DKDV, _DQ, _FILL, *_FWD_TMA.values()):
         launcher.clear()
 
@@ -155,6 +157,18 @@ def _choice(p, pass_: str, device_type: str, override: Optional[dict] = None, tm
     problem ``p`` (one rule lookup), blocks shrunk to the sequence lengths (short sequences:
     fewer padded rows). ``override`` (the tuner's) replaces the json's params; its
     ``"fwd_kernel"`` / ``"fwd_rescale_threshold"`` the forward rule's kernel / threshold."""
+    if override is None:
+        return _json_choice(p, pass_, device_type, tma_ok)
+    return _choice_of(p, pass_, device_type, override, tma_ok)
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_choice(p, pass_: str, device_type: str, tma_ok: bool) -> tuple:
+    """:func:`_choice` without a tuner's override, once per problem (a dozen Python steps a call)."""
+    return _choice_of(p, pass_, device_type, None, tma_ok)
+
+
+def _choice_of(p, pass_: str, device_type: str, override: Optional[dict], tma_ok: bool) -> tuple:
     masked = p.windowed  # causal implies window_right = 0
     if override is not None and pass_ in override:
         (bm, bn, warps, stages), kernel, threshold = override[pass_], "pointer", 0.0
@@ -209,9 +223,33 @@ def _prec(dtype: torch.dtype):
 def tma_reason(q, k, v, p) -> Optional[str]:
     """Why :func:`~vllm_rocm_accel.kernels.triton.attention.attn_fwd_tma_kernel` cannot run the
     forward of this (checked, dense or varlen) call, or None when it can."""
-    reason = tma.device_reason(q.device, "the tma forward")
+    reason = tma.device_reason(q.device, "the tma forward") or _tma_problem_reason(p)
     if reason is not None:
         return reason
+    if not (q.data_ptr() | k.data_ptr() | v.data_ptr()) & 15 and _tma_strides_fit(
+            q.stride(), k.stride(), v.stride(), q.element_size()):
+        return None
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.data_ptr() % 16:
+            return f"{name}'s data pointer is not 16-byte aligned"
+        if t.stride(-1) != 1:
+            return f"{name}'s last-dim stride is {t.stride(-1)}, not 1"
+        for dim in range(t.dim() - 1):
+            if t.stride(dim) * t.element_size() % 16:
+                return f"{name}'s stride {dim} ({t.stride(dim)} elements) is not a multiple of 16 bytes"
+    raise AssertionError("unreachable: _tma_strides_fit said no but every stride fits")
+
+
+@functools.lru_cache(maxsize=1024)
+def _tma_strides_fit(q_stride: tuple, k_stride: tuple, v_stride: tuple, element_size: int) -> bool:
+    """Unit last-dim strides, every other stride a multiple of 16 bytes (a TMA descriptor's rule)."""
+    return all(st[-1] == 1 and all(s * element_size % 16 == 0 for s in st[:-1])
+               for st in (q_stride, k_stride, v_stride))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tma_problem_reason(p) -> Optional[str]:
+    """The part of :func:`tma_reason` the problem alone decides, once per problem."""
     if p.varlen:
         return "varlen calls run the pointer kernel"
     if p.softcap > 0 or p.has_alibi or p.dropout_p > 0:
@@ -222,18 +260,10 @@ def tma_reason(q, k, v, p) -> Optional[str]:
         return f"a causal mask with seqlen_q {p.seqlen_q} != seqlen_k {p.seqlen_k} runs the pointer kernel"
     if p.head_dim != p.head_dim_v or p.head_dim not in _TMA_HEAD_DIMS:
         return f"head dims {p.head_dim}/{p.head_dim_v}: the tma forward takes equal head dims in {_TMA_HEAD_DIMS}"
-    if q.dtype not in _FWD_TMA:
-        return f"dtype {q.dtype}: the tma forward takes float16/bfloat16"
+    if p.dtype not in _FWD_TMA:
+        return f"dtype {p.dtype}: the tma forward takes float16/bfloat16"
     if p.sees_nothing:
         return "an empty problem"
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.data_ptr() % 16:
-            return f"{name}'s data pointer is not 16-byte aligned"
-        if t.stride(-1) != 1:
-            return f"{name}'s last-dim stride is {t.stride(-1)}, not 1"
-        for dim in range(t.dim() - 1):
-            if t.stride(dim) * t.element_size() % 16:
-                return f"{name}'s stride {dim} ({t.stride(dim)} elements) is not a multiple of 16 bytes"
     return None
 
 
