@@ -1,10 +1,17 @@
-"""Sweep the per-token FP8 quant and fused RMSNorm + quant kernels' launch choices at hidden 4096 and
-7168 on this GPU (issue 4: >= 85% of copy from 4096 tokens; on the H200 per_token_quant 4096 x 7168 was
-at 82%, rms_norm_dynamic_quant at ~57-64% at both widths), each candidate checked against the shipped
-path first.
+"""Sweep the dynamic per-tensor and per-token FP8 quant and the fused RMSNorm + quant kernels' launch
+choices at hidden 4096 and 7168 on this GPU (issue 4: >= 85% of copy from 4096 tokens; on the H200
+per_tensor_quant (dynamic) was at 50-60%, rms_norm_dynamic_quant at 73% / 78% at 4096 tokens), each
+candidate checked against the shipped path first.
 
     python benchmarks/tune_quant_hidden.py [--quick] [--shapes OP:H,...] [--tokens 4096,16384] [--only REGEX]
-                                           [--rep MS] [--budget-s S] [--json PATH]
+                                           [--rep MS] [--budget-s S] [--json PATH] [--list]
+
+The per-tensor variants alone, each ~1-2 s of compiles plus its timings on an H200 (``--list`` with the
+same flags shows what runs):
+
+    python benchmarks/tune_quant_hidden.py --shapes per_tensor_quant:4096,per_tensor_quant:7168
+
+``--list`` prints the candidate names per (op, H) the other flags select, without a GPU, and exits.
 
 Candidates (each a config edit, applied to the family section the launcher reads, so no code changes
 between them; names list what they turn on):
@@ -14,6 +21,11 @@ between them; names list what they turn on):
   (the weight loaded once for all of them), W warps;
 * ``chunked C rR Ww``: rows as cdiv(H, C) unrolled chunks, re-read from L1 / L2 by each pass;
 * ``regs C rR Ww``: the same chunks held in registers (no re-reads, no padding: 7168 = 7 x 1024);
+* ``tensor [bB] [rR] [aA] [Ww] flags`` (per_tensor_quant, dynamic): the per_tensor section's tiles
+  (block_n B, rows_per_program R, num_warps W; absent: shipped) and amax_programs A, with the
+  quantize kernel's ``split`` / ``rcp`` / ``sat`` (as below, one scale for the tensor) and ``rev``
+  (``reverse``: its program p takes tile n_tiles - 1 - p, the amax kernel's last-read tiles first,
+  likeliest still in L2);
 * section-wide flags, none of which changes a bit (kernels/triton/quant.py): ``rcp`` / ``split``
   (``rcp_div`` true / "split": q = x / scale through the row's reciprocal and two corrections, or a
   two-term reciprocal and one correction: 4 FP32 operations instead of ~10 for ``div_rn``), ``sat``
@@ -30,7 +42,9 @@ issue-bound on the H200 (faster HBM than the H100 for the same SMs). split + sat
 
 Checks (before timing, at the first tokens value, on rows with zeros, -0.0, one huge value, tiny values
 and FP8 subnormal steps): per_token_quant must equal the shipped path bit for bit (FP8 bytes and scales;
-also with scale_ub, where the launcher falls back to the clamped reciprocal division). The fused ops:
+also with scale_ub, where the launcher falls back to the clamped reciprocal division). per_tensor_quant
+too, except that -0.0 inputs may encode as +0 (0x80 -> 0x00, the same value: the split division on a
+GPU), reported as ``exact (N -0 -> +0)``. The fused ops:
 ``exact``; ``1ulp``: codes at most one FP8 step apart on <= 0.5% of the bytes, scales within float32
 rounding (2**-22 relative); ``1ulp-sum``: as 1ulp, but some scales one bf16 step apart (a chunk-wise sum
 of squares, as the shipped chunked kernel's, rounds rstd differently in its last bit); residual equal.
@@ -41,10 +55,11 @@ number of bytes (read + written) timed the same way, twice (start and end of the
 counts: single copy timings were ~35% slow in the last run's middle) -- "% copy" -- and against the
 run's fastest copy rate -- "% peak". Prints a table, per shape the best candidate against the shipped one,
 and config fragments ready to paste into configs/quant.json and configs/fused_quant.json (section-wide
-flags chosen jointly over the widths; record the run in docs/performance.md). ``--quick``: 3
-candidates per (op, H) besides the shipped one, about a third of the time. The full run is ~63
-candidates x 2 token counts, estimated ~90-110 s on an H200 (compiles included); ``--budget-s`` stops
-starting new candidates after that long (125 s), so one run fits a 150 s slot.
+flags chosen jointly over the widths; per_tensor: the one best candidate; record the run in
+docs/performance.md). ``--quick``: 3 candidates per (op, H) besides the shipped one, about a
+third of the time. The full run is ~85 candidates x 2 token counts, more than the
+budget: ``--budget-s`` stops starting new candidates after that long (125 s), so one run fits a 150 s
+slot, and the shapes run in SHAPES' order (biggest misses first); the skipped ones are listed.
 """
 
 from __future__ import annotations
@@ -66,12 +81,14 @@ from vllm_rocm_accel.backends.triton import quant as tq
 
 FMT = torch.float8_e4m3fn
 EPS = 1e-6
-OPS = ["per_token_quant", "rms_norm_dynamic_quant", "fused_add_rms_norm_dynamic_quant"]
-SECTION = {"per_token_quant": (tq, "per_token"), "rms_norm_dynamic_quant": (tfq, "rms_norm_quant"),
+OPS = ["per_tensor_quant", "per_token_quant", "rms_norm_dynamic_quant", "fused_add_rms_norm_dynamic_quant"]
+SECTION = {"per_tensor_quant": (tq, "per_tensor"), "per_token_quant": (tq, "per_token"),
+           "rms_norm_dynamic_quant": (tfq, "rms_norm_quant"),
            "fused_add_rms_norm_dynamic_quant": (tfq, "rms_norm_quant")}
 # biggest misses first: the budget stops the last ones
-SHAPES = "rms_norm_dynamic_quant:4096,rms_norm_dynamic_quant:7168,per_token_quant:7168," \
-         "fused_add_rms_norm_dynamic_quant:4096,fused_add_rms_norm_dynamic_quant:7168,per_token_quant:4096"
+SHAPES = "per_tensor_quant:4096,per_tensor_quant:7168,rms_norm_dynamic_quant:4096,rms_norm_dynamic_quant:7168," \
+         "per_token_quant:7168,fused_add_rms_norm_dynamic_quant:4096,fused_add_rms_norm_dynamic_quant:7168," \
+         "per_token_quant:4096"
 BIG = 10**9
 NEVER = 2**62
 FLAGS = ("rcp", "sat", "we", "lp")  # section-wide: rcp_div, sat_cvt, weight_early, lp_amax
@@ -84,12 +101,23 @@ def spec(kind: str, *, chunk: int = 1024, rows: int = 1, warps: int = 4, rcp=Fal
     return dict(kind=kind, chunk=chunk, rows=rows, warps=warps, rcp=rcp, sat=sat, we=we, lp=lp, hints=hints)
 
 
+def tensor_spec(*, block=None, rows=None, warps=None, amax=None, rcp=False, sat=False, rev=False) -> dict:
+    """A per_tensor candidate: None keeps the shipped table's / amax_programs value."""
+    return dict(kind="tensor", block=block, rows=rows, warps=warps, amax=amax, rcp=rcp, sat=sat, rev=rev)
+
+
 def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
     """Specs for (op, hidden): the shipped config first. Widths that are powers of two favour the
     whole-row kernel (no padding), others the chunk kernels; the lists are what the SASS counts
     (module docstring) make plausible, not a grid."""
     pow2 = hidden == tq._pow2_ceil(hidden)
     S = dict(rcp="split", sat=True)
+    if op == "per_tensor_quant":  # shipped at H > 1024: block 2048, 1 row, 4 warps, 1024 amax programs
+        T = dict(S, rev=True)
+        full = [tensor_spec(**S), tensor_spec(rev=True), tensor_spec(**T), tensor_spec(rcp="split", rev=True),
+                tensor_spec(rcp=True, rev=True), tensor_spec(block=4096, **T), tensor_spec(block=1024, rows=2, **T),
+                tensor_spec(warps=8, block=4096, **T), tensor_spec(amax=2048, **T), tensor_spec(amax=528, **T)]
+        return [dict(kind="default")] + (full[:3] if quick else full)
     if op == "per_token_quant":
         if pow2:
             full = [spec("whole", **S), spec("regs", **S), spec("whole", rcp="split"), spec("whole", warps=8, **S),
@@ -117,6 +145,12 @@ def name(s: dict) -> str:
     k = s["kind"]
     if k == "default":
         return "default"
+    if k == "tensor":
+        parts = ["tensor"] + [f"{p}{s[key]}" for p, key in (("b", "block"), ("r", "rows"), ("a", "amax"))
+                              if s[key] is not None]
+        parts += [f"{s['warps']}w"] if s["warps"] is not None else []
+        parts += [{True: "rcp", "split": "split"}[s["rcp"]]] if s["rcp"] else []
+        return " ".join(parts + [f for f, on in (("sat", s["sat"]), ("rev", s["rev"])) if on])
     base = (f"whole r{s['rows']} {s['warps']}w" if k == "whole"
             else f"{k} {s['chunk']} r{s['rows']} {s['warps']}w")
     flags = [{True: "rcp", "split": "split"}[s["rcp"]]] if s["rcp"] else []
@@ -124,9 +158,24 @@ def name(s: dict) -> str:
     return " ".join([base] + flags)
 
 
-def apply(section: dict, s: dict) -> None:
-    """Edit a per_token / rms_norm_quant section so that every width and row count takes spec ``s``."""
+def apply(section: dict, s: dict, hiddens=None) -> None:
+    """Edit a per_token / rms_norm_quant section so that every width and row count takes spec ``s``; a
+    per_tensor one so that its flags and amax_programs are ``s``'s, and its tiles in the brackets that
+    serve ``hiddens`` (None: in every bracket)."""
     if s["kind"] == "default":
+        return
+    if s["kind"] == "tensor":  # the per_tensor section
+        section.update(rcp_div=s["rcp"], sat_cvt=s["sat"], reverse=s["rev"])
+        if s["amax"] is not None:
+            section["amax_programs"] = s["amax"]
+        for table in section["tables"].values():
+            serving = {id(next((e for e in table if h <= e["max_cols"]), table[-1])) for h in hiddens or ()}
+            for e in table:
+                if hiddens is not None and id(e) not in serving:
+                    continue
+                for key, field in (("block", "block_n"), ("rows", "rows_per_program"), ("warps", "num_warps")):
+                    if s[key] is not None:
+                        e[field] = s[key]
         return
     section.update(rcp_div=s["rcp"], sat_cvt=s["sat"], weight_early=s["we"], lp_amax=s["lp"], chunked=[])
     if s["kind"] == "whole":
@@ -168,7 +217,7 @@ def make_inputs(op: str, tokens: int, hidden: int, special: bool):
         x[2, 6:40] = 1e-30
         x[3, ::7] = 2.0 ** -9  # FP8 subnormal steps after the scale
     x = x.to(torch.bfloat16)
-    if op == "per_token_quant":
+    if op in ("per_token_quant", "per_tensor_quant"):
         return dict(x=x)
     r = (torch.randn(tokens, hidden, device=DEVICE, generator=g)).to(torch.bfloat16)
     if special:
@@ -179,7 +228,7 @@ def make_inputs(op: str, tokens: int, hidden: int, special: bool):
 
 def nbytes(op: str, tokens: int, hidden: int) -> int:
     """Bytes read + written by one call on bf16 rows: bench_quant's / bench_fused_quant's count."""
-    if op == "per_token_quant":
+    if op in ("per_token_quant", "per_tensor_quant"):
         return bench_quant._bytes(op, tokens, hidden)
     return bench_fused_quant._bytes(op, tokens, hidden, 2)  # 2: bf16 element bytes
 
@@ -188,7 +237,10 @@ def make_call(op: str, inp: dict, ub=None):
     x = inp["x"]
     q = torch.empty(x.shape, dtype=FMT, device=DEVICE)
     s = torch.empty(x.shape[0], 1, dtype=torch.float32, device=DEVICE)
-    if op == "per_token_quant":
+    if op == "per_tensor_quant":  # dynamic: the amax kernel, then the quantize kernel
+        s = torch.empty(1, dtype=torch.float32, device=DEVICE)
+        fn = lambda: tq.per_tensor_quant(q, s, x, None)  # noqa: E731
+    elif op == "per_token_quant":
         fn = lambda: tq.per_token_quant(q, s, x, ub)  # noqa: E731
     elif op == "rms_norm_dynamic_quant":
         fn = lambda: tfq.rms_norm_dynamic_quant(q, s, x, None, inp["w"], EPS)  # noqa: E731
@@ -219,6 +271,11 @@ def compare(op: str, want, got) -> str:
     nbad = int((qw != qg).sum())
     rel = ((sg - sw).abs() / sw.abs()).max().item()
     what = f"{nbad} bytes, scales {rel:.1e}"
+    if op == "per_tensor_quant":
+        zeros = int(((qw == 0x80) & (qg == 0x00)).sum())  # -0.0 -> +0 (e4m3fn), the same value
+        if torch.equal(sw, sg) and zeros == nbad:
+            return f"exact ({zeros} -0 -> +0)"
+        return f"WRONG ({what})"
     if op == "per_token_quant":
         return f"WRONG ({what})"
     codes = (qw.to(torch.int16) & 0x7F) - (qg.to(torch.int16) & 0x7F)  # adjacent FP8 magnitudes differ by 1
@@ -264,6 +321,41 @@ def layout_of(s: dict) -> tuple:
     return ("default",) if s["kind"] == "default" else (s["kind"], s["chunk"], s["rows"], s["warps"], s["hints"])
 
 
+def tensor_proposal(results: list, hiddens: list, shipped: dict) -> dict:
+    """per_tensor_quant: the candidate with the lowest mean time / shipped time over every timed
+    (H, tokens) (its flags are section-wide and its tile edit applies to every width: one choice), as
+    a fragment of the per_tensor section."""
+    ok = [r for r in results if r["op"] == "per_tensor_quant" and r["hidden"] in hiddens and "WRONG" not in r["check"]]
+    base = {(r["hidden"], r["tokens"]): r["us"] for r in ok if r["spec"]["kind"] == "default"}
+    score, specs = {}, {}
+    for r in ok:
+        if (r["hidden"], r["tokens"]) in base:
+            score.setdefault(r["variant"], []).append(r["us"] / base[(r["hidden"], r["tokens"])])
+            specs[r["variant"]] = r["spec"]
+    full = {v: sum(x) / len(x) for v, x in score.items() if len(x) == len(base)}
+    if not full:
+        return {}
+    best = min(full, key=full.get)
+    s = specs[best]
+    out = {"file": "quant.json", "section": f"{tq._family(DEVICE)}.per_tensor", "best": best,
+           "score_vs_shipped": round(full[best], 3),
+           "ranking": {v: round(x, 3) for v, x in sorted(full.items(), key=lambda kv: kv[1])[:8]}}
+    if s["kind"] == "default":
+        out.update(fragment={}, notes=["the shipped per_tensor section stays"])
+        return out
+    frag = {"rcp_div": s["rcp"], "sat_cvt": s["sat"], "reverse": s["rev"]}
+    if s["amax"] is not None:
+        frag["amax_programs"] = s["amax"]
+    merged = copy.deepcopy(shipped)
+    apply(merged, s, hiddens)
+    if merged["tables"] != shipped["tables"]:
+        frag["tables"] = merged["tables"]
+    out.update(fragment=frag, merged_section=merged, notes=[
+        "tiles timed only at H = " + ", ".join(map(str, hiddens)) + ": edited only in the brackets serving those "
+        "widths (which may cover others); the flags are section-wide (all dynamic calls)"])
+    return out
+
+
 def section_proposal(results: list, ops: list, hiddens: list, shipped: dict, file: str, section: str) -> dict:
     """The section's best joint choice: the flag set (rcp_div, sat_cvt, weight_early, lp_amax) with
     the lowest summed score over its (op, H) rows, then per H the best layout under those flags
@@ -306,9 +398,9 @@ def section_proposal(results: list, ops: list, hiddens: list, shipped: dict, fil
         lay = min(cands, key=cands.get)
         per_h[h] = dict(layout=name(specs[(best_flags, h, lay)]) if lay != ("default",) else "default (shipped)",
                         score=round(cands[lay], 3))
+        s = specs[(best_flags, h, lay)]
         if lay == ("default",):
             continue
-        s = specs[(best_flags, h, lay)]
         chunked = [e for e in chunked if e["max_cols"] != h]
         if s["kind"] in ("chunked", "regs"):
             entry = {"max_cols": h, "min_rows": 256, "chunk": s["chunk"], "rows_per_program": s["rows"],
@@ -350,13 +442,29 @@ def main(argv=None) -> int:
     p.add_argument("--rep", type=int, default=10, help="ms of graph replays per timing (do_bench_cudagraph rep)")
     p.add_argument("--budget-s", type=float, default=125.0, help="stop starting new candidates after this long")
     p.add_argument("--json", default="", help="also write the results and the proposals here")
+    p.add_argument("--list", action="store_true", help="print the selected candidates' names (no GPU) and exit")
     p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     global DEVICE
     DEVICE = a.device
     t_start = time.time()
     shapes = [(op, int(h)) for op, h in (x.split(":") for x in a.shapes.split(",") if x)]
+    unknown = sorted({op for op, _ in shapes} - set(OPS))
+    if unknown:
+        p.error(f"unknown ops {unknown}; known: {OPS}")
     tokens = [int(t) for t in a.tokens.split(",")]
+    if a.list:
+        pattern = re.compile(a.only) if a.only else None
+        total = 0
+        for op, h in shapes:
+            names = [name(s) for s in candidates(op, h, a.quick)
+                     if s["kind"] == "default" or pattern is None or pattern.search(name(s))]
+            total += len(names)
+            print(f"{op} H={h}: {len(names)} candidates x {len(tokens)} token counts")
+            for n in names:
+                print(f"  {n}")
+        print(f"{total} candidates in all (each ~1-2 s of compiles plus {len(tokens)} timings on a GPU)")
+        return 0
     print(torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE, "torch", torch.__version__,
           "triton", __import__("triton").__version__, "family", tq._family(DEVICE), flush=True)
     pattern = re.compile(a.only) if a.only else None
@@ -433,6 +541,11 @@ def main(argv=None) -> int:
                   f"{b['us']} us {b['pct']}% ({b['pct_peak']}%) x{dflt['us'] / b['us']:.2f} [{b['check']}] {mark}")
 
     proposals = {}
+    tensor_hs = sorted({h for op, h in shapes if op == "per_tensor_quant"})
+    if tensor_hs:
+        prop = tensor_proposal(results, tensor_hs, tq._family_config(DEVICE)["per_tensor"])
+        if prop:
+            proposals["quant.json:per_tensor"] = prop
     for mod, section, file in ((tq, "per_token", "quant.json"), (tfq, "rms_norm_quant", "fused_quant.json")):
         sel = [op for op, _ in shapes if SECTION[op][1] == section]
         hs = sorted({h for op, h in shapes if SECTION[op][1] == section})

@@ -429,3 +429,34 @@ def test_chunked_bracket_with_a_residual_key_applies_to_those_calls_only():
     shipped = tfq._config()["cuda"]["rms_norm_quant"]
     assert row_variant_params(shipped, 7168, torch.bfloat16, residual=False)[1][7] is True
     assert row_variant_params(shipped, 7168, torch.bfloat16, residual=True)[1][0] > 2**61  # whole rows
+
+
+# --- the silu + group quant kernel's division variants (rcp_div / sat_cvt) ------------------------
+SILU_VARIANTS = {"split": dict(rcp_div="split"), "split sat": dict(rcp_div="split", sat_cvt=True),
+                 "rcp": dict(rcp_div=True)}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("variant", list(SILU_VARIANTS))
+@pytest.mark.parametrize("column_major", [False, True])
+@pytest.mark.parametrize("lead,d,group", [((3,), 256, 128), ((4,), 96, 96), ((5,), 120, 24)])
+def test_silu_group_variants_match_the_default_path(seed, config, fmt, variant, column_major, lead, d, group):
+    """The same kernel run twice on the same input, the shipped division and the variant: the same FP8
+    bytes and scales (the same float32 silu both times, so this is exact), -0.0 products aside (the
+    split division may give +0 on a GPU: value-equal); and within the reference's tolerance."""
+    x = spread_rows(act_and_mul_inputs(lead, d, torch.bfloat16, DEVICE))
+    x[(0,) * len(lead)][:group] = 0  # a zero gate group
+    x[(0,) * len(lead)][d:d + 3] = -0.0
+    want = run_silu(x, fmt, group, column_major)
+    config()[tfq._family(x.device.type)]["silu_mul_group_quant"].update(SILU_VARIANTS[variant])
+    tfq.clear_caches()
+    v = SILU_VARIANTS[variant]
+    assert tfq.silu_group_variant(x.device.type) == ({False: 0, True: 1, "split": 2}[v.get("rcp_div", False)],
+                                                      v.get("sat_cvt", False))
+    got = run_silu(x, fmt, group, column_major)
+    assert torch.equal(got[1], want[1]), f"silu {variant}: scales differ"
+    same = got[0].view(torch.uint8) == want[0].view(torch.uint8)
+    assert same.all() or torch.equal(got[0].float(), want[0].float()), \
+        f"silu {variant}: {int((~same).sum())} FP8 bytes differ (and not only in a zero's sign)"
+    check(got, ref.silu_and_mul_group_quant(x, group, column_major, fmt), fmt, torch.bfloat16,
+          f"silu {variant} vs reference", group, exact=False)

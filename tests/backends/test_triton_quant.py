@@ -433,3 +433,159 @@ def test_per_token_fast_variants_int64_offsets(seed, config, monkeypatch, varian
     monkeypatch.setattr(tq, "_I32", 1)
     qr, sr = ref.per_token_quant(x, FN, None)
     check(*run_per_token(x, FN), qr, sr, FN, f"{variant} idx64")
+
+
+# --- the dynamic per-tensor quantize kernel's variants (issue 4: rcp_div / sat_cvt / reverse) -----------
+PER_TENSOR_VARIANTS = {
+    "split": dict(rcp_div="split"),
+    "split sat": dict(rcp_div="split", sat_cvt=True),
+    "rcp": dict(rcp_div=True),
+    "reverse": dict(reverse=True),
+    "split sat reverse": dict(rcp_div="split", sat_cvt=True, reverse=True),
+}
+
+
+def use_per_tensor_variant(section: dict, variant: str) -> None:
+    section.update(PER_TENSOR_VARIANTS[variant])
+    tq.clear_caches()
+
+
+def assert_same_codes(got, want, x, msg) -> None:
+    """q bytes and scales equal the default path's; where x is -0.0 the values only (the split division
+    may give +0 there on a GPU: kernels/triton/quant.py)."""
+    (q, s), (qw, sw) = got, want
+    assert torch.equal(s, sw), f"{msg}: scales {s.flatten()[:4].tolist()} != {sw.flatten()[:4].tolist()}"
+    neg0 = ((x == 0) & torch.signbit(x)).reshape(q.shape)
+    qb, wb = q.view(torch.uint8), qw.view(torch.uint8)
+    diff = (qb != wb) & ~neg0
+    assert not diff.any(), (f"{msg}: {int(diff.sum())} of {q.numel()} FP8 bytes differ from the default path; "
+                            f"first at {[int(i) for i in diff.nonzero()[0]]}: {qb[diff][0].item():#04x} want "
+                            f"{wb[diff][0].item():#04x}")
+    assert torch.equal(q.float()[neg0], qw.float()[neg0]), f"{msg}: -0.0 inputs quantize to a nonzero value"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("variant", list(PER_TENSOR_VARIANTS))
+@pytest.mark.parametrize("rows,hidden,row_pad", [
+    (9, 300, 0),   # odd H (3 column blocks, the last masked), 9 rows over 2-row tiles, the amax loop
+    (5, 123, 5),   # strided rows, one masked column block
+    (1, 64, 0),    # one tile: one program each
+])
+def test_per_tensor_dynamic_variants_match_the_default_path(seed, config, fmt, variant, rows, hidden, row_pad):
+    """The split / reciprocal division, the unclamped conversion and the reversed tile order give the
+    shipped path's bytes and scale, on rows with zeros, -0.0, one huge value and FP8 subnormal steps."""
+    x = make_x((max(rows, 4),), hidden + row_pad, torch.bfloat16)
+    x = special_rows(x)[:rows, :hidden]
+    want = run_per_tensor(x, fmt)
+    use_per_tensor_variant(config()[tq._family(x.device.type)]["per_tensor"], variant)
+    v = PER_TENSOR_VARIANTS[variant]
+    assert tq.per_tensor_variant_params(x.device.type) == (
+        {False: 0, True: 1, "split": 2}[v.get("rcp_div", False)], v.get("sat_cvt", False), v.get("reverse", False))
+    got = run_per_tensor(x, fmt)
+    assert_same_codes(got, want, x, f"per_tensor {variant} {rows}x{hidden}")
+    check(*got, *ref.per_tensor_quant(x.contiguous(), None, fmt), fmt, f"per_tensor {variant} vs reference")
+    static = torch.tensor([0.01], device=DEVICE)  # static scales keep the shipped kernel (and clamp)
+    check(*run_per_tensor(x, fmt, static), *ref.per_tensor_quant(x.contiguous(), static, fmt), fmt,
+          f"per_tensor {variant} static")
+
+
+@pytest.mark.parametrize("variant", [v for v in PER_TENSOR_VARIANTS if not PER_TENSOR_VARIANTS[v].get("sat_cvt")])
+def test_per_tensor_variants_match_the_default_path_on_inf_and_nan(seed, config, variant):
+    """An inf (an infinite scale: the split division's stand-in) or a NaN gives the default path's bytes."""
+    for poison in (float("inf"), float("nan")):
+        x = make_x((5,), 96, torch.float32)
+        x[2, 7] = poison
+        want = run_per_tensor(x, FN)
+        use_per_tensor_variant(config()[tq._family(x.device.type)]["per_tensor"], variant)
+        got = run_per_tensor(x, FN)
+        assert torch.equal(got[0].view(torch.uint8), want[0].view(torch.uint8)), (variant, poison)
+        assert torch.equal(got[1], want[1]) or torch.allclose(got[1], want[1], equal_nan=True), (variant, poison)
+        config()[tq._family(x.device.type)]["per_tensor"].update(rcp_div=False, sat_cvt=False, reverse=False)
+        tq.clear_caches()
+
+
+@pytest.mark.parametrize("variant", ["split sat reverse", "rcp"])
+def test_per_tensor_variants_int64_offsets(seed, config, monkeypatch, variant):
+    """IDX64 (set only when an offset can reach 2**31) computes the same: forced by lowering the bound."""
+    x = special_rows(make_x((7,), 123, torch.bfloat16))
+    want = run_per_tensor(x, FNUZ)
+    use_per_tensor_variant(config()[tq._family(x.device.type)]["per_tensor"], variant)
+    monkeypatch.setattr(tq, "_I32", 1)
+    assert_same_codes(run_per_tensor(x, FNUZ), want, x, f"per_tensor {variant} idx64")
+
+
+def test_per_tensor_config_options_parse(config):
+    assert tq.per_tensor_variant_params("cpu") == (0, False, False)  # absent: the shipped kernel
+    config()[tq._family("cpu")]["per_tensor"]["rcp_div"] = "fast"
+    tq.clear_caches()
+    with pytest.raises(ValueError, match="rcp_div"):
+        tq.per_tensor_variant_params("cpu")
+    tq.clear_caches()
+
+
+def test_sweep_per_tensor_candidates_reach_the_launcher(seed, config):
+    """benchmarks/tune_quant_hidden.py's per_tensor candidates (its config edits) set the launcher's
+    choices they are named after, and give the shipped path's bytes on a small tensor."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        import tune_quant_hidden as sweep
+    finally:
+        sys.path.pop(0)
+    import copy
+
+    section = config()[tq._family("cpu")]["per_tensor"]
+    shipped = copy.deepcopy(section)
+    x = special_rows(make_x((7,), 300, torch.bfloat16))
+    want = run_per_tensor(x, FN)
+    specs = sweep.candidates("per_tensor_quant", 4096, quick=False)[1:]
+    assert len({sweep.name(s) for s in specs}) == len(specs) and all(s["kind"] == "tensor" for s in specs)
+    for s in specs:
+        section.clear()
+        section.update(copy.deepcopy(shipped))
+        sweep.apply(section, s)
+        tq.clear_caches()
+        block, rows, warps, progs = tq.per_tensor_params("cpu", 4096, torch.bfloat16)
+        assert (block, rows, warps) == tuple(v if v is not None else d for v, d in zip(
+            (s["block"], s["rows"], s["warps"]), (128, 2, 4)))  # the interpreter bracket's shipped tiles
+        assert progs == (s["amax"] or shipped["amax_programs"])
+        assert tq.per_tensor_variant_params("cpu") == ({False: 0, True: 1, "split": 2}[s["rcp"]], s["sat"], s["rev"])
+        if s["block"] is None and s["amax"] is None:  # the big tiles / grids are slow under the interpreter
+            assert_same_codes(run_per_tensor(x, FN), want, x, sweep.name(s))
+
+
+# --- the group kernels' division variants (rcp_div / sat_cvt, each group's scale as a row's) ----------
+GROUP_VARIANTS = {"split": dict(rcp_div="split"), "split sat": dict(rcp_div="split", sat_cvt=True),
+                  "rcp": dict(rcp_div=True), "sat": dict(sat_cvt=True)}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("variant", list(GROUP_VARIANTS))
+@pytest.mark.parametrize("column_major", [False, True])
+@pytest.mark.parametrize("rows,hidden,group", [(9, 256, 64), (5, 288, 96), (1, 128, 128)])
+def test_per_token_group_variants_match_the_default_path(seed, config, fmt, variant, column_major, rows, hidden,
+                                                         group):
+    """The split / reciprocal division and the unclamped conversion give the shipped path's bytes and
+    scales (-0.0 aside: value-equal), on groups with zeros, -0.0, one huge value and FP8 subnormal steps;
+    a non-power-of-two group (96: a padded, masked block) included."""
+    x = special_rows(make_x((max(rows, 4),), hidden, torch.bfloat16))[:rows]
+    want = run_per_token_group(x, fmt, group, column_major)
+    config()[tq._family(x.device.type)]["per_token_group"].update(GROUP_VARIANTS[variant])
+    tq.clear_caches()
+    v = GROUP_VARIANTS[variant]
+    assert tq.per_token_group_variant(x.device.type) == ({False: 0, True: 1, "split": 2}[v.get("rcp_div", False)],
+                                                         v.get("sat_cvt", False))
+    got = run_per_token_group(x, fmt, group, column_major)
+    assert_same_codes(got, want, x, f"group {group} {variant} cm={column_major}")
+    check(*got, *ref.per_token_group_quant(x, group, column_major, fmt), fmt, f"group {variant} vs reference", group)
+
+
+def test_group_variant_config_parses(config):
+    assert tq.per_token_group_variant("cpu") == (0, False)  # absent: the shipped kernel
+    config()[tq._family("cpu")]["per_token_group"]["rcp_div"] = "fast"
+    tq.clear_caches()
+    with pytest.raises(ValueError, match="rcp_div"):
+        tq.per_token_group_variant("cpu")
+    tq.clear_caches()

@@ -35,7 +35,7 @@ from .config_data import family as _family
 from .fast_launch import FastLauncher
 from .norm import _row_stride, _weight_reason
 from .quant import (_encoded, _format_reason, _token_stride, _x_reason, format_params, group_kernel_params,
-                    row_kernel_params, row_variant_params)
+                    division_variant, row_kernel_params, row_variant_params)
 
 _config = config_data.loader("fused_quant")  # a module attribute: tests and tuners replace it
 _NORM = FastLauncher(_k.rms_norm_quant_rows_kernel)
@@ -75,9 +75,17 @@ def silu_group_params(device_type: str, group_size: int, dtype: torch.dtype) -> 
                                "fused_quant.json")
 
 
+@functools.lru_cache(maxsize=None)
+def silu_group_variant(device_type: str) -> tuple[int, bool]:
+    """(RCP_DIV, sat_cvt) of the silu + group quant kernel: the section's optional ``rcp_div`` /
+    ``sat_cvt`` keys, as per_token_group's (:func:`~.quant.division_variant`)."""
+    return division_variant(_family_config(device_type)["silu_mul_group_quant"], "fused_quant.json")
+
+
 def clear_caches() -> None:
     """Forget the loaded config and every cached launch choice (for tests and retuning)."""
     _config.cache_clear()
+    silu_group_variant.cache_clear()
     norm_quant_params.cache_clear()
     norm_quant_variant_params.cache_clear()
     silu_group_params.cache_clear()
@@ -189,7 +197,9 @@ def silu_and_mul_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: t
     last_tok = n_rows + tiles_pp  # masked tail tiles compute offsets past the last token
     idx64 = (n_tiles + tiles_pp >= _I32 or last_tok * max(xs, qs) + 2 * d + block_g >= _I32
              or last_tok * s_tok + groups * s_grp >= _I32)
-    # constexprs: GROUP, BLOCK_G, TILES, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64
+    rcp_div, sat = silu_group_variant(dev)
+    # constexprs: GROUP, BLOCK_G, TILES, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT
     _SILU.launch((-(-n_tiles // tiles_pp),),
                  (x, xs, _encoded(q_out, sw), qs, scales_out, s_tok, s_grp, n_tiles, groups, d),
-                 (group_size, block_g, tiles_pp, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64), warps)
+                 (group_size, block_g, tiles_pp, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div, sat and not sw),
+                 warps)

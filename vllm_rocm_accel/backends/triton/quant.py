@@ -4,8 +4,9 @@ The launchers write into the outputs they are given; the op layer allocates (q c
 the FP8 format, float32 scales), validates, and asks the ``supports_args_*`` predicates first:
 
 * :func:`per_tensor_quant` -- dynamic: ``scale_out`` is zeroed, an amax kernel maxes the scale
-  of its tiles into it atomically, then the quantize kernel reads it; static: one kernel
-  quantizes with ``static_scale`` and copies it to ``scale_out``;
+  of its tiles into it atomically, then the quantize kernel reads it (optionally with the
+  per-token kernels' cheaper exact division, and in reverse tile order: config ``per_tensor``);
+  static: one kernel quantizes with ``static_scale`` and copies it to ``scale_out``;
 * :func:`per_token_quant` -- one kernel: whole rows in registers, a looped two-pass kernel
   for rows too long for that or too far from a power of two, or (where the config's
   ``chunked`` brackets ask for it) whole rows as unrolled power-of-two chunks, read twice or
@@ -87,6 +88,23 @@ def per_tensor_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tupl
     block = min(pow2("block_n", int(entry["block_n"]), "quant.json"), pow2_ceil(n_cols))
     rows = pow2("rows_per_program", int(entry["rows_per_program"]), "quant.json")
     return block, rows, int(entry["num_warps"]), max(1, int(section["amax_programs"]))
+
+
+@functools.lru_cache(maxsize=None)
+def per_tensor_variant_params(device_type: str) -> tuple[int, bool, bool]:
+    """(RCP_DIV, sat_cvt, reverse) of the dynamic per-tensor quantize kernel, from the per_tensor
+    section's optional keys (absent = off, today's kernel; none of them changes a bit, -0.0 aside):
+
+    * ``rcp_div`` (false, true or ``"split"``) and ``sat_cvt`` (bool): as per_token's
+      (:func:`row_variant_params`), with the tensor's one scale, whose reciprocal constants each
+      program computes once; ``sat_cvt`` only without SW_FP8 (the launcher);
+    * ``reverse`` (bool): the quantize kernel's program p takes tile n_tiles - 1 - p, so that it
+      starts on the tiles the amax kernel read last (the likeliest still in L2).
+
+    Static scales (any float: overflowing quotients, underflowing remainders) keep the IEEE
+    division and the clamp, in tile order."""
+    section = _family_config(device_type)["per_tensor"]
+    return (*division_variant(section, "quant.json: per_tensor"), bool(section.get("reverse", False)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -191,12 +209,32 @@ def group_kernel_params(section: dict, group_size: int, dtype: torch.dtype,
     return block_g, brackets
 
 
+def division_variant(section: dict, source: str = "quant.json") -> tuple[int, bool]:
+    """(RCP_DIV, sat_cvt) from a config ``section``'s optional ``rcp_div`` / ``sat_cvt`` keys (absent
+    = off), for the kernels with one scale per tile: the dynamic per-tensor quantize kernel and the
+    group kernels (per-token-group quant, the fused silu + group quant; each group's scale in the
+    role of a row's). As per_token's (:func:`row_variant_params`): the same bits as the IEEE division
+    and the clamp (-0.0 aside: ``"split"`` may give +0 on a GPU); ``sat_cvt`` only without SW_FP8
+    (the launchers)."""
+    rcp_div = section.get("rcp_div", False)
+    if rcp_div not in _RCP_DIV:
+        raise ValueError(f"{source}: rcp_div must be false, true or \"split\", got {rcp_div!r}")
+    return _RCP_DIV[rcp_div], bool(section.get("sat_cvt", False))
+
+
+@functools.lru_cache(maxsize=None)
+def per_token_group_variant(device_type: str) -> tuple[int, bool]:
+    return division_variant(_family_config(device_type)["per_token_group"])
+
+
 def clear_caches() -> None:
     """Forget the loaded config and every cached launch choice (for tests and retuning)."""
     _config.cache_clear()
     _family.cache_clear()
     format_params.cache_clear()
     per_tensor_params.cache_clear()
+    per_tensor_variant_params.cache_clear()
+    per_token_group_variant.cache_clear()
     per_token_params.cache_clear()
     per_token_variant_params.cache_clear()
     per_token_group_params.cache_clear()
@@ -315,11 +353,14 @@ def per_tensor_quant(q_out: torch.Tensor, scale_out: torch.Tensor, x: torch.Tens
         _AMAX.launch((min(n_tiles, amax_progs),), (x, xs, scale_out, n_rows, n_cols, n_tiles),
                      (rows_pp, block, fmax, AMAX_FLOOR, rcp, idx64), warps)
         scale_in, write_scale = scale_out, False
+        rcp_div, sat, reverse = per_tensor_variant_params(dev)
+        sat = sat and not sw
     else:
         scale_in, write_scale = static_scale, True
-    # constexprs: WRITE_SCALE, ROWS, BLOCK_N, FP8_MAX, SW_FP8, FNUZ, IDX64
+        rcp_div, sat, reverse = 0, False, False
+    # constexprs: WRITE_SCALE, ROWS, BLOCK_N, FP8_MAX, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT, REVERSE
     _QUANT.launch((n_tiles,), (x, xs, q, qs, scale_in, scale_out, n_rows, n_cols),
-                  (write_scale, rows_pp, block, fmax, sw, fnuz, idx64), warps)
+                  (write_scale, rows_pp, block, fmax, sw, fnuz, idx64, rcp_div, sat, reverse), warps)
 
 
 def per_token_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor,
@@ -391,7 +432,9 @@ def per_token_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torc
     last_tok = n_rows + tiles_pp  # masked tail tiles compute offsets past the last token
     idx64 = (n_tiles + tiles_pp >= _I32 or last_tok * max(xs, qs) + n_cols + block_g >= _I32
              or last_tok * s_tok + groups * s_grp >= _I32)
-    # constexprs: GROUP, BLOCK_G, TILES, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64
+    rcp_div, sat = per_token_group_variant(dev)
+    # constexprs: GROUP, BLOCK_G, TILES, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT
     _GROUP.launch((-(-n_tiles // tiles_pp),), (x, xs, _encoded(q_out, sw), qs, scales_out, s_tok, s_grp, n_tiles,
                                                groups),
-                  (group_size, block_g, tiles_pp, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64), warps)
+                  (group_size, block_g, tiles_pp, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div, sat and not sw),
+                  warps)

@@ -458,6 +458,8 @@ def silu_mul_group_quant_kernel(
     SW_FP8: tl.constexpr,
     FNUZ: tl.constexpr,
     IDX64: tl.constexpr,
+    RCP_DIV: tl.constexpr,
+    SAT_CVT: tl.constexpr,
 ):
     """A program takes TILES consecutive (token, group) tiles of GROUP output columns, as a
     [TILES, BLOCK_G] block (BLOCK_G = next_power_of_2(GROUP); columns past GROUP masked), as the
@@ -475,4 +477,4 @@ def silu_mul_group_quant_kernel(
     a = _act(gate.to(tl.float32), 0).to(gate.dtype)  # ACT 0: silu, as the activation kernel
     y = (a.to(tl.float32) * up.to(tl.float32)).to(gate.dtype).to(tl.float32)
     _quantize_groups(y, q_ptr, q_row_stride, s_ptr, s_token_stride, s_group_stride, tok, grp, col, tile_mask, mask,
-                     FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ)
+                     FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, TILES, RCP_DIV, SAT_CVT)

@@ -15,19 +15,21 @@ Semantics (``vllm_rocm_accel.fp8``; reference ``backends/torch/quant.py``), floa
   tensor over a CPU scalar is computed as a product with its float32 reciprocal), so the
   launcher sets it on GPUs and clears it on the CPU, where torch divides: either way the
   scales are bit-identical to the reference on the same device (they differ by <= 1 ulp).
-* RCP_DIV (the whole-row and chunked per-token kernels, and the fused norm + quant ones): how
-  ``x / scale`` is taken, always the bits of ``div_rn``: 0 per element (a reciprocal, two
-  refinements, a range check and a slow-path branch: ~10 instructions on sm_90); 1 through the
-  row's reciprocal and two exact corrections (:func:`_div_rcp`, ~8 with its special-case
-  select); 2 from a two-term reciprocal of the row and one correction (:func:`_div_split`, 4),
+* RCP_DIV (the whole-row and chunked per-token kernels, the dynamic per-tensor quantize kernel,
+  and the fused norm + quant ones): how ``x / scale`` is taken, always the bits of ``div_rn``
+  (but see -0.0 below): 0 per element (a reciprocal, two refinements, a range check and a
+  slow-path branch: ~10 instructions on sm_90); 1 through the row's reciprocal and two exact
+  corrections (:func:`_div_rcp`, ~8 with its special-case select); 2 from a two-term reciprocal of the row and one correction (:func:`_div_split`, 4),
   valid where no finite scale meets an infinite or overflowing quotient, i.e. not with a
-  ``scale_ub`` (the launchers use 1 there).
+  ``scale_ub`` (the launchers use 1 there) or a static per-tensor scale (the launcher uses 0).
+  On a GPU, 2 may give +0 where ``div_rn`` gives -0 (x = -0.0): the same value, code 0x00 instead
+  of 0x80 (seen on the H200; the interpreter keeps the sign).
 * SAT_CVT (the same kernels): no clamp before the native conversion. Without a ``scale_ub``
   |quotient| <= FP8_MAX (1 + 2**-23) (scale = amax / FP8_MAX up to two float32 roundings),
   which a round-to-nearest conversion maps to FP8_MAX whether or not it saturates (on NVIDIA it
   is ``cvt.rn.satfinite``), so the codes are the clamp's, except that a NaN quotient encodes as
   NaN instead of the clamp's +-FP8_MAX (as torch's reference does). The launchers never set it
-  with SW_FP8 (the integer encoder needs the clamp) or a scale_ub.
+  with SW_FP8 (the integer encoder needs the clamp), a scale_ub or a static per-tensor scale.
 * SW_FP8: the FP8 bits are produced by :func:`_fp8_bits` (integer round-to-nearest-even)
   and stored through a uint8 pointer, instead of Triton's conversion to the FP8 type. Used
   where Triton has no native conversion (``e4m3fnuz`` on NVIDIA) or an inexact one (the
@@ -218,6 +220,13 @@ def _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS: tl.constexpr, FP8_M
     :func:`_split_rcp`'s; 1 (scale, div_rn(1, scale), unused, unused); 0 (scale, unused x 3)."""
     scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
     tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
+    return _row_consts(scale, ROWS, RCP_DIV)
+
+
+@triton.jit
+def _row_consts(scale, ROWS: tl.constexpr, RCP_DIV: tl.constexpr):
+    """:func:`_quantize_row`'s constants (sdiv, rh, rd, rl) of a [ROWS] column of float32 scales, as
+    [ROWS, 1] columns (see :func:`_row_scales`)."""
     if RCP_DIV == 2:
         sdiv, rh, rd, rl = _split_rcp(scale, ROWS)
     elif RCP_DIV:
@@ -250,12 +259,19 @@ def _group_tiles(pid, n_tiles, groups_per_row, GROUP: tl.constexpr, BLOCK_G: tl.
 @triton.jit
 def _quantize_groups(y, q_ptr, q_row_stride, s_ptr, s_token_stride, s_group_stride, tok, grp, col, tile_mask, mask,
                      FP8_MAX: tl.constexpr, AMAX_FLOOR: tl.constexpr, RCP_SCALE: tl.constexpr, SW_FP8: tl.constexpr,
-                     FNUZ: tl.constexpr):
+                     FNUZ: tl.constexpr, TILES: tl.constexpr, RCP_DIV: tl.constexpr, SAT_CVT: tl.constexpr):
     """Each tile's scale (of its row of float32 ``y``) to ``s_ptr[tok * s_token_stride + grp *
-    s_group_stride]`` and its q to ``q_ptr + tok * q_row_stride + col`` (tiles of :func:`_group_tiles`)."""
+    s_group_stride]`` and its q to ``q_ptr + tok * q_row_stride + col`` (tiles of :func:`_group_tiles`).
+    RCP_DIV / SAT_CVT as in the per-token kernels (module docstring), with each group's scale in
+    the role of a row's: its reciprocal constants once per tile (a group's scale comes from its
+    amax, so no quotient overflows, the condition of RCP_DIV 2 and SAT_CVT)."""
     scale = _scale(tl.max(tl.abs(y), axis=1), FP8_MAX, AMAX_FLOOR, RCP_SCALE)
     tl.store(s_ptr + tok * s_token_stride + grp * s_group_stride, scale, mask=tile_mask)
-    q = _quantize(y, scale[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    if RCP_DIV or SAT_CVT:
+        sdiv, rh, rd, rl = _row_consts(scale, TILES, RCP_DIV)
+        q = _quantize_row(y, sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    else:
+        q = _quantize(y, scale[:, None], q_ptr, FP8_MAX, SW_FP8, FNUZ)
     tl.store(q_ptr + (tok * q_row_stride)[:, None] + col, q, mask=mask)
 
 
@@ -315,15 +331,33 @@ def quant_with_scale_kernel(
     SW_FP8: tl.constexpr,
     FNUZ: tl.constexpr,
     IDX64: tl.constexpr,
+    RCP_DIV: tl.constexpr,
+    SAT_CVT: tl.constexpr,
+    REVERSE: tl.constexpr,
 ):
     """``q <- quantize(x, *scale_ptr)`` over one [ROWS, BLOCK_N] tile per program (1-D grid,
     row block major). Static scales: WRITE_SCALE makes program 0 copy the scale to
     ``scale_out_ptr`` (a different buffer from the one read, so no program reads a half-written
-    value); dynamic ones were written by :func:`amax_scale_kernel` and are only read here."""
+    value); dynamic ones were written by :func:`amax_scale_kernel` and are only read here.
+
+    For dynamic scales only (the launcher keeps all three off with a static scale, which may be
+    any float and so meet overflowing quotients or an underflowing remainder):
+
+    * RCP_DIV / SAT_CVT as in the per-token kernels (module docstring), with the tensor's one scale
+      loaded into a [ROWS] column, so its reciprocal constants (:func:`_row_consts`) are computed
+      once per program: the bits of ``div_rn`` and the clamp, save that with RCP_DIV 2 on a GPU an
+      x of -0.0 may come out as +0 (0x00 instead of 0x80; the same value), as per-token's does;
+    * REVERSE: program p takes tile n_tiles - 1 - p, so the tiles read first are the last ones the
+      amax kernel's programs (tiles p, p + G, ...) read, the likeliest to be still in L2.
+    """
     n_col_blocks = tl.cdiv(n_cols, BLOCK_N)
     pid = tl.program_id(0)
-    pid_r = pid // n_col_blocks
-    pid_c = pid - pid_r * n_col_blocks
+    if REVERSE:
+        tile = tl.num_programs(0) - 1 - pid
+    else:
+        tile = pid
+    pid_r = tile // n_col_blocks
+    pid_c = tile - pid_r * n_col_blocks
     scale = tl.load(scale_ptr).to(tl.float32)
     if WRITE_SCALE:
         if pid == 0:
@@ -332,7 +366,12 @@ def quant_with_scale_kernel(
     cols = pid_c * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0)
-    q = _quantize(x.to(tl.float32), scale, q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    if RCP_DIV or SAT_CVT:
+        col = tl.load(scale_ptr + tl.zeros([ROWS], dtype=tl.int32)).to(tl.float32)  # the scale, ROWS times
+        sdiv, rh, rd, rl = _row_consts(col, ROWS, RCP_DIV)
+        q = _quantize_row(x.to(tl.float32), sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
+    else:
+        q = _quantize(x.to(tl.float32), scale, q_ptr, FP8_MAX, SW_FP8, FNUZ)
     tl.store(q_ptr + rows[:, None] * q_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -619,6 +658,8 @@ def per_token_group_quant_kernel(
     SW_FP8: tl.constexpr,
     FNUZ: tl.constexpr,
     IDX64: tl.constexpr,
+    RCP_DIV: tl.constexpr,
+    SAT_CVT: tl.constexpr,
 ):
     """A program quantizes TILES consecutive (token, group) tiles of GROUP elements, as a
     [TILES, BLOCK_G] block (BLOCK_G = next_power_of_2(GROUP); columns past GROUP masked).
@@ -632,4 +673,4 @@ def per_token_group_quant_kernel(
                                                   IDX64)
     x = tl.load(x_ptr + (tok * x_row_stride)[:, None] + col, mask=mask, other=0.0).to(tl.float32)
     _quantize_groups(x, q_ptr, q_row_stride, s_ptr, s_token_stride, s_group_stride, tok, grp, col, tile_mask, mask,
-                     FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ)
+                     FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, TILES, RCP_DIV, SAT_CVT)
