@@ -356,3 +356,33 @@ def test_fullgraph_compile_of_an_inference_call(seed):
     with torch.no_grad():
         got = fn(q, k, v)
     _check_forward(got, None, q, k, v, "compiled no_grad", causal=True)
+
+
+def test_eager_backward_skips_the_dispatcher_only_when_plain(monkeypatch, seed):
+    """Plain eager autograd calls ``flash_attn_bwd``'s implementation directly; under a dispatch
+    mode (what tracers and FakeTensor use) the op itself is dispatched; the gradients are the same."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from vllm_rocm_accel.ops import attention as attn_ops
+
+    direct = []
+    impl = attn_ops.flash_attn_bwd_impl
+    monkeypatch.setattr(attn_ops, "flash_attn_bwd_impl", lambda *a: direct.append(1) or impl(*a))
+    q, k, v = (t.requires_grad_(True) for t in dense_qkv(2, 33, 17, 4, 2, 32, dtype=torch.float32))
+    out = rocm_accel_ops.flash_attn_func(q, k, v, causal=True, backend="torch")
+    dout = torch.randn_like(out)
+    plain = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    assert direct == [1]
+
+    seen = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        spied = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    assert direct == [1] and any("rocm_accel.flash_attn_bwd" in name for name in seen)
+    for a, b in zip(plain, spied):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

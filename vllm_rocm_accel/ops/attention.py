@@ -227,11 +227,27 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(lse)
 
 
+def _plain_eager_backward(dout: torch.Tensor, q: torch.Tensor) -> bool:
+    """Whether this backward runs in plain eager autograd: real tensors (no subclass, no fake or
+    functional wrapper, no functorch transform), no dispatch or function mode (no tracer), no
+    ``create_graph`` (grad mode is off in a backward without it), not compiling, no profiler."""
+    return (not torch.is_grad_enabled() and type(dout) is torch.Tensor and type(q) is torch.Tensor
+            and not torch._C._len_torch_dispatch_stack() and not torch._C._is_torch_function_mode_enabled()
+            and not torch._C._are_functorch_transforms_active() and not torch.autograd._profiler_enabled()
+            and not torch.compiler.is_compiling())
+
+
 def _backward(ctx, dout, _dlse):
+    """``flash_attn_bwd`` of the saved forward. In plain eager autograd its implementation is
+    called directly, skipping the dispatcher's boxing of the op's 20 arguments (~20 us a call;
+    the op's CPU/CUDA kernel is that same Python function): the op is what a tracer, a mode, a
+    profiler or a double backward sees, and those take it."""
     q, k, v, out, lse, cu_q, cu_k, alibi = ctx.saved_tensors
-    dq, dk, dv = torch.ops.rocm_accel.flash_attn_bwd(
-        dout, q, k, v, out, lse, cu_q, cu_k, *ctx.options, alibi, *ctx.dropout, ctx.backend, ctx.deterministic
-    )
+    args = (dout, q, k, v, out, lse, cu_q, cu_k, *ctx.options, alibi, *ctx.dropout, ctx.backend, ctx.deterministic)
+    if _plain_eager_backward(dout, q):
+        dq, dk, dv = flash_attn_bwd_impl(*args)
+    else:
+        dq, dk, dv = torch.ops.rocm_accel.flash_attn_bwd(*args)
     return (dq, dk, dv) + (None,) * (len(_FWD_ARGS) - 3)
 
 
