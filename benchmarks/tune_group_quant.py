@@ -7,7 +7,10 @@ per_token_quant was before its ``split`` / ``sat`` flags).
 
 Candidates (section keys ``rcp_div`` / ``sat_cvt`` of ``quant.json:per_token_group`` and
 ``fused_quant.json:silu_mul_group_quant``; kernels/triton/quant.py's ``_quantize_groups``):
-``default`` (the shipped config), ``split``, ``split sat``, ``rcp sat``, each x the shipped tiles.
+``default`` (the shipped config), ``split``, ``split sat``, ``rcp sat``, each x the shipped tiles; with
+``--tiles E x W,...`` only ``default`` and ``split sat`` with each (elements_per_program E, num_warps W)
+as the one tiles bracket, and for the silu kernel ``ftz`` (``split sat`` + ``ftz_silu``) with each too
+(``--ops`` picks the kernels).
 Before timing, each candidate's output on inputs with zeros, -0.0, a huge value, tiny values and FP8
 subnormal steps must equal the default's byte for byte, save -0.0 quantizing to +0 (0x80 -> 0x00,
 the same value); anything else is WRONG. Times: CUDA-graph replays (``do_bench_cudagraph`` median)
@@ -111,16 +114,30 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", default="4096,16384")
     p.add_argument("--hidden", default="4096,7168")
     p.add_argument("--rep", type=int, default=200, help="ms of graph replays per timing")
+    p.add_argument("--tiles", default="", help="ExW,...: sweep split sat with these (elements_per_program, "
+                                                "num_warps) instead of the division variants")
+    p.add_argument("--ops", default=",".join(OPS))
     a = p.parse_args(argv)
+    ops = {name: OPS[name] for name in a.ops.split(",")}
+    per_op = {op: CANDIDATES for op in ops}
+    if a.tiles:
+        for op in ops:
+            per_op[op] = {"default": {}}
+            for spec in a.tiles.split(","):
+                e, w = (int(v) for v in spec.lower().split("x"))
+                tables = {"default": [{"max_tiles": 10 ** 12, "elements_per_program": e, "num_warps": w}]}
+                per_op[op][f"split sat {e}/{w}w"] = dict(rcp_div="split", sat_cvt=True, tables=tables)
+                if op.startswith("silu"):  # and the flush-to-zero silu (fused_quant.json's ftz_silu)
+                    per_op[op][f"ftz {e}/{w}w"] = dict(rcp_div="split", sat_cvt=True, ftz_silu=True, tables=tables)
     tokens = [int(t) for t in a.tokens.split(",")]
     hiddens = [int(h) for h in a.hidden.split(",")]
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     peak = 0.0  # bytes / us of the fastest copy
     rows = []
-    for op, (mod, section) in OPS.items():
+    for op, (mod, section) in ops.items():
         for h in hiddens:
             want = outputs(op, make_x(op, 64, h, True), h)
-            for cname, keys in CANDIDATES.items():
+            for cname, keys in per_op[op].items():
                 with Edited(mod, section, keys):
                     check = compare(want, outputs(op, make_x(op, 64, h, True), h))
                     for t in tokens:
@@ -135,14 +152,14 @@ def main(argv=None) -> int:
     print("| op | tokens x hidden | candidate | us | % peak copy | check |\n|---|---|---|---:|---:|---|")
     for op, h, t, cname, us, nb, check in rows:
         print(f"| {op} | {t} x {h} | {cname} | {us:.2f} | {100 * nb / us / peak:.1f}% | {check} |")
-    for op in OPS:
+    for op in ops:
         best = {}
         for op2, h, t, cname, us, nb, check in rows:
             if op2 == op and "WRONG" not in check:
                 best.setdefault(cname, []).append(us)
         mean = {c: sum(v) / len(v) for c, v in best.items()}
         pick = min(mean, key=mean.get)
-        print(f"{op}: best on mean time {pick!r} -> {CANDIDATES[pick]}")
+        print(f"{op}: best on mean time {pick!r} -> {per_op[op][pick]}")
     return 0
 
 

@@ -452,7 +452,7 @@ def test_silu_group_variants_match_the_default_path(seed, config, fmt, variant, 
     tfq.clear_caches()
     v = SILU_VARIANTS[variant]
     assert tfq.silu_group_variant(x.device.type) == ({False: 0, True: 1, "split": 2}[v.get("rcp_div", False)],
-                                                      v.get("sat_cvt", False))
+                                                      v.get("sat_cvt", False), False)
     got = run_silu(x, fmt, group, column_major)
     assert torch.equal(got[1], want[1]), f"silu {variant}: scales differ"
     same = got[0].view(torch.uint8) == want[0].view(torch.uint8)
@@ -460,3 +460,15 @@ def test_silu_group_variants_match_the_default_path(seed, config, fmt, variant, 
         f"silu {variant}: {int((~same).sum())} FP8 bytes differ (and not only in a zero's sign)"
     check(got, ref.silu_and_mul_group_quant(x, group, column_major, fmt), fmt, torch.bfloat16,
           f"silu {variant} vs reference", group, exact=False)
+
+
+def test_ftz_silu_is_nvidia_only_and_checked(config):
+    """``ftz_silu`` (PTX inline assembly) never reaches the interpreter or ROCm, and a non-bool is refused."""
+    section = config()[tfq._family(DEVICE)]["silu_mul_group_quant"]
+    section["ftz_silu"] = True
+    tfq.clear_caches()
+    assert tfq.silu_group_variant(DEVICE)[2] is False  # the interpreter family here
+    section["ftz_silu"] = "yes"
+    tfq.clear_caches()
+    with pytest.raises(ValueError, match="ftz_silu must be true or false"):
+        tfq.silu_group_variant(DEVICE)

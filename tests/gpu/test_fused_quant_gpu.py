@@ -212,3 +212,30 @@ def test_compile_fullgraph_on_gpu(seed):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert torch.equal(r1, r2)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("ftz", [False, True])
+def test_silu_ftz_gives_the_same_codes(seed, monkeypatch, fmt, ftz):
+    """``ftz_silu`` (kernels/triton/fused_quant.py's ``_silu_ftz``) on and off: the same FP8 bytes
+    and scales (zeros' sign aside), gates spanning the flush-to-zero edges included: silu's
+    denominator past 2**126 (gate in (-88.8, -87.3)), exp's subnormal range (gate > 87.4) and
+    subnormal gates."""
+    from helpers import edited_config
+    from vllm_rocm_accel.backends.triton import fused_quant as tfq
+
+    x = act_and_mul_inputs(64, 1024, torch.bfloat16, "cuda")
+    g = x[:, :1024]
+    g[1] = torch.linspace(-89.0, -87.0, 1024, device="cuda")  # a whole group of them, and mixed below
+    g[2, ::3] = -88.0
+    g[3] = torch.linspace(85.0, 100.0, 1024, device="cuda")
+    g[4, ::2] = 1e-39
+    g[5, :128] = -1e-39
+    want = rocm_accel_ops.silu_and_mul_group_quant(x, 128, False, dtype=fmt, backend="triton")
+    for edited in edited_config(monkeypatch, tfq):
+        edited["cuda"]["silu_mul_group_quant"]["ftz_silu"] = ftz
+        assert tfq.silu_group_variant("cuda")[2] is ftz
+        got = rocm_accel_ops.silu_and_mul_group_quant(x, 128, False, dtype=fmt, backend="triton")
+    assert torch.equal(got[1], want[1]), "scales differ"
+    same = (got[0].view(torch.uint8) == want[0].view(torch.uint8)) | ((got[0].float() == 0) & (want[0].float() == 0))
+    assert same.all(), f"{int((~same).sum())} FP8 codes differ"

@@ -76,10 +76,16 @@ def silu_group_params(device_type: str, group_size: int, dtype: torch.dtype) -> 
 
 
 @functools.lru_cache(maxsize=None)
-def silu_group_variant(device_type: str) -> tuple[int, bool]:
-    """(RCP_DIV, sat_cvt) of the silu + group quant kernel: the section's optional ``rcp_div`` /
-    ``sat_cvt`` keys, as per_token_group's (:func:`~.quant.division_variant`)."""
-    return division_variant(_family_config(device_type)["silu_mul_group_quant"], "fused_quant.json")
+def silu_group_variant(device_type: str) -> tuple[int, bool, bool]:
+    """(RCP_DIV, sat_cvt, ftz_silu) of the silu + group quant kernel: the section's optional
+    ``rcp_div`` / ``sat_cvt`` keys, as per_token_group's (:func:`~.quant.division_variant`), and
+    ``ftz_silu`` (bool, default false; PTX, so only where the device is NVIDIA's, never under the
+    interpreter): the kernel's ``_silu_ftz``."""
+    section = _family_config(device_type)["silu_mul_group_quant"]
+    ftz = section.get("ftz_silu", False)
+    if not isinstance(ftz, bool):
+        raise ValueError(f"fused_quant.json: silu_mul_group_quant ftz_silu must be true or false, got {ftz!r}")
+    return (*division_variant(section, "fused_quant.json"), ftz and _family(device_type) == "cuda")
 
 
 def clear_caches() -> None:
@@ -197,9 +203,10 @@ def silu_and_mul_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: t
     last_tok = n_rows + tiles_pp  # masked tail tiles compute offsets past the last token
     idx64 = (n_tiles + tiles_pp >= _I32 or last_tok * max(xs, qs) + 2 * d + block_g >= _I32
              or last_tok * s_tok + groups * s_grp >= _I32)
-    rcp_div, sat = silu_group_variant(dev)
-    # constexprs: GROUP, BLOCK_G, TILES, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT
+    rcp_div, sat, ftz = silu_group_variant(dev)
+    # constexprs: GROUP, BLOCK_G, TILES, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT,
+    # FTZ_SILU
     _SILU.launch((-(-n_tiles // tiles_pp),),
                  (x, xs, _encoded(q_out, sw), qs, scales_out, s_tok, s_grp, n_tiles, groups, d),
-                 (group_size, block_g, tiles_pp, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div, sat and not sw),
+                 (group_size, block_g, tiles_pp, fmax, AMAX_FLOOR, rcp, sw, fnuz, idx64, rcp_div, sat and not sw, ftz),
                  warps)
