@@ -386,3 +386,37 @@ def test_eager_backward_skips_the_dispatcher_only_when_plain(monkeypatch, seed):
     assert direct == [1] and any("rocm_accel.flash_attn_bwd" in name for name in seen)
     for a, b in zip(plain, spied):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_eager_inference_forward_skips_the_dispatcher_only_when_plain(monkeypatch, seed):
+    """A plain eager forward without gradients calls ``flash_attn_fwd``'s implementation directly
+    (dense and varlen); with a gradient or under a dispatch mode the op is dispatched; same results."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from vllm_rocm_accel.ops import attention as attn_ops
+
+    direct = []
+    impl = attn_ops.flash_attn_fwd_impl
+    monkeypatch.setattr(attn_ops, "flash_attn_fwd_impl", lambda *a: direct.append(1) or impl(*a))
+    q, k, v = dense_qkv(2, 33, 17, 4, 2, 32, dtype=torch.float32)
+    with torch.no_grad():
+        plain = rocm_accel_ops.flash_attn_func(q, k, v, causal=True, backend="torch")
+    assert direct == [1]
+    qv, kv, vv, cu_q, cu_k, max_q, max_k = varlen_qkv([3, 7], [5, 7], 4, 2, 32, dtype=torch.float32)
+    rocm_accel_ops.flash_attn_varlen_func(qv, kv, vv, cu_q, cu_k, max_q, max_k, backend="torch")
+    assert direct == [1, 1]
+
+    seen = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Spy(), torch.no_grad():
+        spied = rocm_accel_ops.flash_attn_func(q, k, v, causal=True, backend="torch")
+    assert direct == [1, 1] and any("rocm_accel.flash_attn_fwd" in name for name in seen)
+    torch.testing.assert_close(plain, spied, rtol=0, atol=0)
+    trained = rocm_accel_ops.flash_attn_func(q.requires_grad_(True), k, v, causal=True, backend="torch")
+    assert direct == [1, 1] and trained.grad_fn is not None
+    torch.testing.assert_close(trained.detach(), plain, rtol=0, atol=0)
