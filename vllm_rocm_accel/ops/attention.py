@@ -227,21 +227,27 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(lse)
 
 
-def _plain_eager(args: tuple) -> bool:
-    """Whether a call with these op arguments may run the op's implementation directly: real
-    tensors only (no subclass, no fake or functional wrapper), no dispatch or function mode (no
-    tracer), no functorch transform, no profiler (whose trace should show the op), not compiling.
-    The op's CPU / CUDA kernel is that same Python function, so the results are the same; the
-    dispatcher's boxing of the op's 18-20 arguments is what is skipped (~20-40 us a call)."""
+_REAL_OR_NONE = (torch.Tensor, type(None))
+
+
+def _plain_eager(*tensors) -> bool:
+    """Whether a call of the op with these tensor arguments (None for an absent optional one) may
+    run the op's implementation directly: real tensors only (no subclass, no fake or functional
+    wrapper), no dispatch or function mode (no tracer), no functorch transform, no profiler (whose
+    trace should show the op), not compiling. The op's CPU / CUDA kernel is that same Python
+    function, so the results are the same; the dispatcher's boxing of the op's 18-20 arguments is
+    what is skipped (~15-40 us a call)."""
+    for t in tensors:
+        if type(t) not in _REAL_OR_NONE:
+            return False
     return (not torch._C._len_torch_dispatch_stack() and not torch._C._is_torch_function_mode_enabled()
             and not torch._C._are_functorch_transforms_active() and not torch.autograd._profiler_enabled()
-            and not torch.compiler.is_compiling()
-            and all(type(a) is torch.Tensor for a in args if isinstance(a, torch.Tensor)))
+            and not torch.compiler.is_compiling())
 
 
-def _plain_eager_backward(args: tuple) -> bool:
+def _plain_eager_backward(*tensors) -> bool:
     """:func:`_plain_eager`, and no ``create_graph`` (grad mode is off in a backward without it)."""
-    return not torch.is_grad_enabled() and _plain_eager(args)
+    return not torch.is_grad_enabled() and _plain_eager(*tensors)
 
 
 def _backward(ctx, dout, _dlse):
@@ -251,7 +257,7 @@ def _backward(ctx, dout, _dlse):
     profiler or a double backward sees, and those take it."""
     q, k, v, out, lse, cu_q, cu_k, alibi = ctx.saved_tensors
     args = (dout, q, k, v, out, lse, cu_q, cu_k, *ctx.options, alibi, *ctx.dropout, ctx.backend, ctx.deterministic)
-    if _plain_eager_backward(args):
+    if _plain_eager_backward(dout, q, k, v, out, lse, cu_q, cu_k, alibi):
         dq, dk, dv = flash_attn_bwd_impl(*args)
     else:
         dq, dk, dv = torch.ops.rocm_accel.flash_attn_bwd(*args)
@@ -286,7 +292,7 @@ def _forward_op(needs_grad: bool, *args):
     With a gradient, or under ``torch.compile`` (for Dynamo to trace), the op is called plainly."""
     if needs_grad or torch.compiler.is_compiling():
         return torch.ops.rocm_accel.flash_attn_fwd(*args)
-    if _plain_eager(args):
+    if _plain_eager(*args[:5], args[12]):  # q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes
         return flash_attn_fwd_impl(*args)
     with torch._C._AutoDispatchBelowAutograd():
         return torch.ops.rocm_accel.flash_attn_fwd(*args)
