@@ -12,7 +12,8 @@ the two. This script separates them, for each causal flag:
   on both, and our ops with ``backend`` torch (cuDNN), triton and auto;
 * **do_bench** (bench_attention's method) of the same calls, eager;
 * **host time per call** (``timing.interleaved_per_call``, no synchronisation, on a (1, 2, 128, D)
-  problem so the GPU never holds the loop back) of the op and of its layers.
+  problem so the GPU never holds the loop back) of the op and of its layers (the backward's:
+  ``attention_backward_host.py``).
 """
 
 from __future__ import annotations
@@ -156,21 +157,6 @@ def main() -> None:
             return rocm_accel_ops.flash_attn_func(qg, kg, vg, causal=True)
 
     host["facade grad backend=auto (no backward)"] = grad_call
-    with torch.enable_grad():
-        out_g = rocm_accel_ops.flash_attn_func(qg, kg, vg, causal=True, backend="torch")
-        qb, kb, vb = (t.detach().transpose(1, 2).requires_grad_(True) for t in (qs, ks, vs))
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            out_s = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True)
-    dout_g, dout_s = torch.randn_like(out_g), torch.randn_like(out_s)
-
-    def grad_of(out, inputs, d):
-        def call():
-            with torch.enable_grad():
-                return torch.autograd.grad(out, inputs, d, retain_graph=True)
-        return call
-
-    host["backward: autograd.grad, ours torch (cuDNN)"] = grad_of(out_g, (qg, kg, vg), dout_g)
-    host["backward: autograd.grad, SDPA cuDNN"] = grad_of(out_s, (qb, kb, vb), dout_s)
     with torch.no_grad():
         res = interleaved_per_call(host, 300, 7, include_device=False, warmup=50)
     print("\nhost us per call, (1, 128, 2, D) causal, no synchronisation:")

@@ -9,7 +9,7 @@ amax, dequantized values to one FP8 ulp, and nearly every FP8 byte is identical.
 import pytest
 import torch
 
-from helpers import assert_close_verbose
+from helpers import assert_close_verbose, edited_config, same_fp8_codes
 from vllm_rocm_accel import fp8, rocm_accel_ops
 from vllm_rocm_accel.inputs import norm_inputs
 from vllm_rocm_accel.inputs_activation import act_and_mul_inputs
@@ -50,10 +50,7 @@ def agree(got, want, fmt, dtype, msg, group=0):
     tol = ulp * _expand(sr, q.shape, group) * (1 + 1e-9) + ref.abs() * rtol
     bad = ~((deq - ref).abs() <= tol)
     assert not bad.any(), f"{msg}: {int(bad.sum())} of {q.numel()} values differ by more than one FP8 ulp"
-    # the split division may encode -0.0 as +0 (0x00 for 0x80; kernels/triton/quant.py's RCP_DIV):
-    # the same value, so zeros of either sign count as identical (e4m3fnuz has no -0: 0x80 is NaN)
-    zeros = (q.float() == 0) & (qr.float() == 0)
-    same = ((q.view(torch.uint8) == qr.view(torch.uint8)) | zeros).float().mean().item()
+    same = same_fp8_codes(q, qr).float().mean().item()  # zeros of either sign count as identical
     assert same >= SAME_BYTES, f"{msg}: only {same:.4%} of q bit-identical to the torch reference"
 
 
@@ -221,7 +218,6 @@ def test_silu_ftz_gives_the_same_codes(seed, monkeypatch, fmt, ftz):
     and scales (zeros' sign aside), gates spanning the flush-to-zero edges included: silu's
     denominator past 2**126 (gate in (-88.8, -87.3)), exp's subnormal range (gate > 87.4) and
     subnormal gates."""
-    from helpers import edited_config
     from vllm_rocm_accel.backends.triton import fused_quant as tfq
 
     x = act_and_mul_inputs(64, 1024, torch.bfloat16, "cuda")
@@ -237,5 +233,5 @@ def test_silu_ftz_gives_the_same_codes(seed, monkeypatch, fmt, ftz):
         assert tfq.silu_group_variant("cuda")[2] is ftz
         got = rocm_accel_ops.silu_and_mul_group_quant(x, 128, False, dtype=fmt, backend="triton")
     assert torch.equal(got[1], want[1]), "scales differ"
-    same = (got[0].view(torch.uint8) == want[0].view(torch.uint8)) | ((got[0].float() == 0) & (want[0].float() == 0))
+    same = same_fp8_codes(got[0], want[0])
     assert same.all(), f"{int((~same).sum())} FP8 codes differ"

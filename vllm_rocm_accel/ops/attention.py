@@ -234,20 +234,20 @@ def _plain_eager(*tensors) -> bool:
     """Whether a call of the op with these tensor arguments (None for an absent optional one) may
     run the op's implementation directly: real tensors only (no subclass, no fake or functional
     wrapper), no dispatch or function mode (no tracer), no functorch transform, no profiler (whose
-    trace should show the op), not compiling. The op's CPU / CUDA kernel is that same Python
-    function, so the results are the same; the dispatcher's boxing of the op's 18-20 arguments is
-    what is skipped (~15-40 us a call)."""
+    trace should show the op); the caller has ruled out compiling. The op's CPU / CUDA kernel is
+    that same Python function, so the results are the same; the dispatcher's boxing of the op's
+    18-20 arguments is what is skipped (~15-40 us a call)."""
     for t in tensors:
         if type(t) not in _REAL_OR_NONE:
             return False
     return (not torch._C._len_torch_dispatch_stack() and not torch._C._is_torch_function_mode_enabled()
-            and not torch._C._are_functorch_transforms_active() and not torch.autograd._profiler_enabled()
-            and not torch.compiler.is_compiling())
+            and not torch._C._are_functorch_transforms_active() and not torch.autograd._profiler_enabled())
 
 
 def _plain_eager_backward(*tensors) -> bool:
-    """:func:`_plain_eager`, and no ``create_graph`` (grad mode is off in a backward without it)."""
-    return not torch.is_grad_enabled() and _plain_eager(*tensors)
+    """:func:`_plain_eager`, not compiling, and no ``create_graph`` (grad mode is off in a backward
+    without it)."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and _plain_eager(*tensors)
 
 
 def _backward(ctx, dout, _dlse):
