@@ -121,7 +121,8 @@ def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
     if op == "per_token_quant":
         if pow2:
             full = [spec("whole", **S), spec("regs", **S), spec("whole", rcp="split"), spec("whole", warps=8, **S),
-                    spec("whole", rows=2, **S), spec("regs", chunk=512, **S), spec("chunked", **S)]
+                    spec("whole", rows=2, **S), spec("regs", chunk=512, **S), spec("chunked", **S),
+                    spec("whole", warps=2, **S)]
         else:
             full = [spec("regs", **S), spec("chunked", warps=8, **S), spec("regs", warps=8, **S),
                     spec("chunked", warps=8, rcp="split"), spec("chunked", warps=8, hints=True, **S),
@@ -133,11 +134,13 @@ def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
             full = [spec("whole", **W), spec("regs", **S), spec("whole", rcp="split"),
                     spec("whole", rcp="split", we=True), spec("whole", lp=True, **W), spec("whole", rcp=True, we=True),
                     spec("whole", warps=8, **W), spec("whole", rows=2, warps=8, **W), spec("whole", rows=2, **W),
-                    spec("regs", **W), spec("regs", chunk=512, **W)]
+                    spec("regs", **W), spec("regs", chunk=512, **W), spec("whole", warps=2, **W),
+                    spec("whole", warps=2, **S), spec("regs", warps=2, **W)]
         else:
             full = [spec("regs", **S), spec("regs", warps=8, **S), spec("whole", warps=8, **W), spec("chunked", **S),
                     spec("regs", rcp="split"), spec("regs", **W), spec("regs", warps=8, **W),
-                    spec("regs", rows=2, warps=8, **S), spec("whole", **W)]
+                    spec("regs", rows=2, warps=8, **S), spec("whole", **W), spec("regs", warps=2, **S),
+                    spec("regs", warps=2, **W)]
     return [dict(kind="default")] + (full[:3] if quick else full)
 
 

@@ -109,14 +109,16 @@ def norm_case(lead, hidden, dtype, row_pad=0, weight_dtype="same"):
 
 
 # --- RMSNorm + per-token quant ------------------------------------------------------------------
-NORM_SHAPES = [((5,), 64, 0), ((7,), 123, 0), ((2, 3), 96, 16), ((3,), 200, 6), ((1,), 130, 0), ((4,), 257, 3)]
+NORM_SHAPES = [((5,), 64, 0), ((7,), 123, 0), ((2, 3), 96, 16), ((3,), 200, 6), ((1,), 130, 0), ((4,), 257, 3),
+               ((4,), 64, 0), ((2, 3), 128, 8)]  # the last two unmasked (EVEN: whole blocks, whole programs)
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("lead,hidden,row_pad", NORM_SHAPES)
 def test_rms_norm_quant(seed, fmt, dtype, lead, hidden, row_pad):
-    """On the interpreter's config 64/96/123 take whole rows (two per program), 130/200/257 the looped kernel."""
+    """On the interpreter's config 64/96/123/128 take whole rows (two per program), 130/200/257 the looped
+    kernel; 4 x 64 and 6 x 128 fill every block and program (the launcher's EVEN: no masks)."""
     x, _, w = norm_case(lead, hidden, dtype, row_pad)
     x[(-1,) * len(lead)] = 0  # an all-zero row
     x0 = x.clone()

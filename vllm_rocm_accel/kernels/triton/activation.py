@@ -34,7 +34,7 @@ import triton.language as tl
 @triton.jit
 def _act(g, ACT: tl.constexpr):
     if ACT == 0:
-        a = g / (1.0 + tl.exp(-g))
+        a = g / (1.0 + tl.exp(g * -1.0))  # not -g: Triton 3.6 lowers it to 0 - g, an extra FADD
     elif ACT == 1:
         a = 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))
     else:
