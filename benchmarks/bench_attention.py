@@ -54,6 +54,10 @@ Before timing, once per shape and causal flag, every candidate's output (fwd) an
 are compared with SDPA's (flash, else cudnn, else efficient): max |a - b| and ||a - b|| / ||b||
 over the worst of dq, dk, dv; ``CHECK`` flags a relative error above 2e-2 (bf16) / 1e-2 (fp16).
 
+``--host`` adds each candidate's host time per call to the progress lines (8 unsynchronized calls
+from an idle GPU, median of 7): a do_bench figure above the kernel's time with a host time near
+it means the launch, not the kernel, was slow.
+
 Output: progress lines (ms and TFLOP/s per candidate), a final table of TFLOP/s with
 ``ours/flash`` and ``ours/cudnn`` (ours = triton) and ``auto/best`` (auto over the best other
 candidate), the n/a reasons, and rows appended to ``benchmarks/results/attention.csv`` (date,
@@ -285,6 +289,7 @@ def run_case(env, args, shape_label, causal, flops, cands):
                 except Exception as e:  # noqa: BLE001
                     errs[c.name] = first_line(e)
                     torch.cuda.empty_cache()
+        host = _host_us(torch, cands, state, errs, pss) if args.host else {}
         line = []
         for c in cands:
             st = state[c.name]
@@ -298,12 +303,40 @@ def run_case(env, args, shape_label, causal, flops, cands):
                              candidate=c.name, ms=round(ms, 4) if ms else "", tflops=float(tflops_txt) if ms else "",
                              rel_err=f"{rel:.2e}" if rel is not None else "",
                              note=err if err else st.get("note", "")))
-            line.append(f"{c.name} {ms:.3f} ms {tflops_txt} TF/s" if ms else f"{c.name} n/a")
+            line.append((f"{c.name} {ms:.3f} ms {tflops_txt} TF/s" if ms else f"{c.name} n/a")
+                        + (f" (host {host[c.name]:.0f} us)" if c.name in host else ""))
         print(f"  {pss}: " + ", ".join(line), flush=True)
     state.clear()
     cands.clear()
     torch.cuda.empty_cache()
     return rows
+
+
+def _host_us(torch, cands, state, errs, pss, n=8, trials=7):
+    """--host: each candidate's host time per call (µs; the median of ``trials`` runs of ``n``
+    unsynchronized back-to-back calls, started on an idle GPU, so the launch queue never fills),
+    to tell a slow kernel from a slow launch in do_bench's figure."""
+    out = {}
+    for c in cands:
+        if c.name in errs:
+            continue
+        if pss == "fwd":
+            def fn(c=c):
+                with torch.no_grad():
+                    return c.call()
+        else:
+            def fn(c=c, out=state[c.name]["out"]):
+                return torch.autograd.grad(out, c.inputs, c.dout, retain_graph=True)
+        samples = []
+        for _ in range(trials):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples.append((time.perf_counter() - t0) / n * 1e6)
+        torch.cuda.synchronize()
+        out[c.name] = sorted(samples)[trials // 2]
+    return out
 
 
 # --- inputs: the generators the tests use -------------------------------------------------
@@ -393,6 +426,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=2,
                    help="timing rounds per pass, candidate order reversed every other round; each candidate's "
                         "fastest median is reported (default 2)")
+    p.add_argument("--host", action="store_true",
+                   help="also print each candidate's host time per call (unsynchronized calls on an idle GPU)")
     p.add_argument("--csv", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                  "attention.csv"))
     args = p.parse_args(argv)

@@ -135,7 +135,8 @@ def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
                     spec("whole", rcp="split", we=True), spec("whole", lp=True, **W), spec("whole", rcp=True, we=True),
                     spec("whole", warps=8, **W), spec("whole", rows=2, warps=8, **W), spec("whole", rows=2, **W),
                     spec("regs", **W), spec("regs", chunk=512, **W), spec("whole", warps=2, **W),
-                    spec("whole", warps=2, **S), spec("regs", warps=2, **W)]
+                    spec("whole", warps=2, **S), spec("regs", warps=2, **W), spec("whole", warps=1, **W),
+                    spec("whole", warps=1, lp=True, **W)]
         else:
             full = [spec("regs", **S), spec("regs", warps=8, **S), spec("whole", warps=8, **W), spec("chunked", **S),
                     spec("regs", rcp="split"), spec("regs", **W), spec("regs", warps=8, **W),
