@@ -276,13 +276,7 @@ def run_case(env, args, shape_label, causal, flops, cands):
                 if err is not None:
                     errs[c.name] = err
                     continue
-                if pss == "fwd":
-                    def fn(c=c):
-                        with torch.no_grad():
-                            return c.call()
-                else:
-                    def fn(c=c, out=st["out"]):
-                        return torch.autograd.grad(out, c.inputs, c.dout, retain_graph=True)
+                fn = _pass_call(torch, c, st, pss)
                 try:
                     ms = do_bench(fn, warmup=args.warmup, rep=args.rep, return_mode="median")
                     best[c.name] = min(ms, best.get(c.name, ms))
@@ -312,6 +306,18 @@ def run_case(env, args, shape_label, causal, flops, cands):
     return rows
 
 
+def _pass_call(torch, c, st, pss):
+    """The zero-arg call a pass times: the no_grad forward, or the backward of the set-up output."""
+    if pss == "fwd":
+        def fn():
+            with torch.no_grad():
+                return c.call()
+    else:
+        def fn(out=st["out"]):
+            return torch.autograd.grad(out, c.inputs, c.dout, retain_graph=True)
+    return fn
+
+
 def _host_us(torch, cands, state, errs, pss, n=8, trials=7):
     """--host: each candidate's host time per call (µs; the median of ``trials`` runs of ``n``
     unsynchronized back-to-back calls, started on an idle GPU, so the launch queue never fills),
@@ -320,13 +326,7 @@ def _host_us(torch, cands, state, errs, pss, n=8, trials=7):
     for c in cands:
         if c.name in errs:
             continue
-        if pss == "fwd":
-            def fn(c=c):
-                with torch.no_grad():
-                    return c.call()
-        else:
-            def fn(c=c, out=state[c.name]["out"]):
-                return torch.autograd.grad(out, c.inputs, c.dout, retain_graph=True)
+        fn = _pass_call(torch, c, state[c.name], pss)
         samples = []
         for _ in range(trials):
             torch.cuda.synchronize()
