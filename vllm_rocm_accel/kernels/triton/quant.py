@@ -23,7 +23,9 @@ Semantics (``vllm_rocm_accel.fp8``; reference ``backends/torch/quant.py``), floa
   valid where no finite scale meets an infinite or overflowing quotient, i.e. not with a
   ``scale_ub`` (the launchers use 1 there) or a static per-tensor scale (the launcher uses 0).
   On a GPU, 2 may give +0 where ``div_rn`` gives -0 (x = -0.0): the same value, code 0x00 instead
-  of 0x80 (seen on the H200; the interpreter keeps the sign).
+  of 0x80 (seen on the H200 while the negations were written ``-v``, which Triton 3.6 lowers to
+  ``0 - v``, +0 for v = +0; the ``v * -1.0`` now used is a true negation and should keep the sign,
+  not checked on a GPU; the interpreter keeps it). The tests count both zeros as one code.
 * SAT_CVT (the same kernels): no clamp before the native conversion. Without a ``scale_ub``
   |quotient| <= FP8_MAX (1 + 2**-23) (scale = amax / FP8_MAX up to two float32 roundings),
   which a round-to-nearest conversion maps to FP8_MAX whether or not it saturates (on NVIDIA it
