@@ -318,25 +318,14 @@ def _pass_call(torch, c, st, pss):
     return fn
 
 
-def _host_us(torch, cands, state, errs, pss, n=8, trials=7):
-    """--host: each candidate's host time per call (µs; the median of ``trials`` runs of ``n``
-    unsynchronized back-to-back calls, started on an idle GPU, so the launch queue never fills),
-    to tell a slow kernel from a slow launch in do_bench's figure."""
-    out = {}
-    for c in cands:
-        if c.name in errs:
-            continue
-        fn = _pass_call(torch, c, state[c.name], pss)
-        samples = []
-        for _ in range(trials):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            samples.append((time.perf_counter() - t0) / n * 1e6)
-        torch.cuda.synchronize()
-        out[c.name] = sorted(samples)[trials // 2]
-    return out
+def _host_us(torch, cands, state, errs, pss):
+    """--host: each candidate's host time per call in µs (``timing.interleaved_per_call``: the
+    median of 7 runs of 8 unsynchronized calls, each run started on an idle GPU, so the launch
+    queue never fills), to tell a slow kernel from a slow launch in do_bench's figure."""
+    from timing import interleaved_per_call
+
+    fns = {c.name: _pass_call(torch, c, state[c.name], pss) for c in cands if c.name not in errs}
+    return {name: sec * 1e6 for name, sec in interleaved_per_call(fns, 8, 7, include_device=False).items()}
 
 
 # --- inputs: the generators the tests use -------------------------------------------------

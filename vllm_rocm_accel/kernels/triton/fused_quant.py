@@ -115,18 +115,20 @@ def rms_norm_quant_rows_kernel(
     cols = tl.arange(0, BLOCK_N)
     if EVEN:  # BLOCK_N == n_cols and ROWS divides n_rows: nothing to mask
         col_mask = None
+        w_mask = None
         row_mask = None
         mask = None
     else:
         col_mask = cols < n_cols
+        w_mask = col_mask[None, :]
         row_mask = rows < n_rows
-        mask = row_mask[:, None] & col_mask[None, :]
+        mask = row_mask[:, None] & w_mask
     cols2 = cols[None, :]
 
     s = _load_masked(x_ptr + rows[:, None] * x_row_stride + cols2, mask, EVEN).to(tl.float32)
     if HAS_WEIGHT:
         if W_EARLY:
-            w = _load_masked(w_ptr + cols2, col_mask[None, :] if not EVEN else None, EVEN)
+            w = _load_masked(w_ptr + cols2, w_mask, EVEN)
     if HAS_RESIDUAL:
         r_ptrs = res_ptr + rows[:, None] * res_row_stride + cols2
         s = s + _load_masked(r_ptrs, mask, EVEN).to(tl.float32)
