@@ -32,7 +32,11 @@ between them; names list what they turn on):
   (``sat_cvt``: no clamp before the saturating FP8 conversion), ``wE`` (``weight_early``: the norm
   weight loaded with x in the tile's layout, before the sum of squares), ``lp`` (``lp_amax``: the
   normalized rows kept in bf16 until the division, the amax taken on them), ``hints`` (L1 eviction
-  hints of the chunked kernels).
+  hints of the chunked kernels); and one that does change bits: ``mul`` (``rcp_div`` "mul": q = x times
+  the row's reciprocal, codes within one FP8 step of the division's, so its candidates pass as
+  ``1ulp`` at best; for the fused ops only);
+* ``nregN`` (whole-row candidates): the launch's register cap for calls without a residual
+  (a table entry's ``maxnreg_without_residual``).
 
 Why (sm_90 SASS of the Triton 3.9 build, fast path per element, bf16 -> e4m3fn): the shipped rms kernel
 issues ~24 instructions per element at H = 4096 (per_token_quant 16), 10 of them the per-element IEEE
@@ -97,8 +101,9 @@ DEVICE = "cuda"  # --device cpu: a dry run of the script's logic under TRITON_IN
 
 # --- candidates -----------------------------------------------------------------------------------
 def spec(kind: str, *, chunk: int = 1024, rows: int = 1, warps: int = 4, rcp=False, sat=False, we=False, lp=False,
-         hints=False) -> dict:
-    return dict(kind=kind, chunk=chunk, rows=rows, warps=warps, rcp=rcp, sat=sat, we=we, lp=lp, hints=hints)
+         hints=False, nreg=None) -> dict:
+    """nreg: the whole-row kernel's register cap for calls without a residual (maxnreg_without_residual)."""
+    return dict(kind=kind, chunk=chunk, rows=rows, warps=warps, rcp=rcp, sat=sat, we=we, lp=lp, hints=hints, nreg=nreg)
 
 
 def tensor_spec(*, block=None, rows=None, warps=None, amax=None, rcp=False, sat=False, rev=False) -> dict:
@@ -130,19 +135,28 @@ def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
                     spec("whole", **S), spec("whole", warps=8, **S)]
     else:
         W = dict(S, we=True)
+        M = dict(rcp="mul", sat=True, we=True)  # the product with the reciprocal: within one FP8 step
         if pow2:
-            full = [spec("whole", **W), spec("regs", **S), spec("whole", rcp="split"),
+            full = [spec("whole", **W), spec("whole", **M), spec("whole", lp=True, **M), spec("whole", warps=8, **M),
+                    spec("whole", nreg=56, **M), spec("whole", nreg=48, **M), spec("whole", nreg=56, lp=True, **M),
+                    spec("whole", rows=2, **M), spec("whole", rows=2, warps=8, **M), spec("whole", warps=2, **M),
+                    spec("whole", rcp="mul", we=True), spec("regs", **S), spec("whole", rcp="split"),
                     spec("whole", rcp="split", we=True), spec("whole", lp=True, **W), spec("whole", rcp=True, we=True),
                     spec("whole", warps=8, **W), spec("whole", rows=2, warps=8, **W), spec("whole", rows=2, **W),
                     spec("regs", **W), spec("regs", chunk=512, **W), spec("whole", warps=2, **W),
                     spec("whole", warps=2, **S), spec("regs", warps=2, **W), spec("whole", warps=1, **W),
                     spec("whole", warps=1, lp=True, **W)]
         else:
-            full = [spec("regs", **S), spec("regs", warps=8, **S), spec("whole", warps=8, **W), spec("chunked", **S),
+            full = [spec("regs", **S), spec("regs", rcp="mul", sat=True), spec("regs", **M), spec("regs", warps=8, **M),
+                    spec("regs", warps=2, **M), spec("whole", warps=8, **M), spec("regs", rows=2, warps=8, **M),
+                    spec("regs", warps=8, **S), spec("whole", warps=8, **W), spec("chunked", **S),
                     spec("regs", rcp="split"), spec("regs", **W), spec("regs", warps=8, **W),
                     spec("regs", rows=2, warps=8, **S), spec("whole", **W), spec("regs", warps=2, **S),
                     spec("regs", warps=2, **W)]
     return [dict(kind="default")] + (full[:3] if quick else full)
+
+
+RCP_NAMES = {True: "rcp", "split": "split", "mul": "mul"}  # rcp_div values
 
 
 def name(s: dict) -> str:
@@ -153,11 +167,12 @@ def name(s: dict) -> str:
         parts = ["tensor"] + [f"{p}{s[key]}" for p, key in (("b", "block"), ("r", "rows"), ("a", "amax"))
                               if s[key] is not None]
         parts += [f"{s['warps']}w"] if s["warps"] is not None else []
-        parts += [{True: "rcp", "split": "split"}[s["rcp"]]] if s["rcp"] else []
+        parts += [RCP_NAMES[s["rcp"]]] if s["rcp"] else []
         return " ".join(parts + [f for f, on in (("sat", s["sat"]), ("rev", s["rev"])) if on])
     base = (f"whole r{s['rows']} {s['warps']}w" if k == "whole"
             else f"{k} {s['chunk']} r{s['rows']} {s['warps']}w")
-    flags = [{True: "rcp", "split": "split"}[s["rcp"]]] if s["rcp"] else []
+    base += f" nreg{s['nreg']}" if s.get("nreg") else ""
+    flags = [RCP_NAMES[s["rcp"]]] if s["rcp"] else []
     flags += [f for f, on in (("sat", s["sat"]), ("wE", s["we"]), ("lp", s["lp"]), ("hints", s["hints"])) if on]
     return " ".join([base] + flags)
 
@@ -185,6 +200,8 @@ def apply(section: dict, s: dict, hiddens=None) -> None:
     if s["kind"] == "whole":
         section.update(single_pass_max_cols=BIG, padded_looped_min_rows=NEVER,
                        tables={"default": [{"max_cols": BIG, "rows_per_program": s["rows"], "num_warps": s["warps"]}]})
+        if s.get("nreg"):
+            section["tables"]["default"][0]["maxnreg_without_residual"] = s["nreg"]
     else:
         section["chunked"] = [{"max_cols": BIG, "min_rows": 1, "chunk": s["chunk"], "rows_per_program": s["rows"],
                                "num_warps": s["warps"], "hints": s["hints"], "regs": s["kind"] == "regs"}]
@@ -322,7 +339,8 @@ def flags_of(s: dict) -> tuple:
 
 
 def layout_of(s: dict) -> tuple:
-    return ("default",) if s["kind"] == "default" else (s["kind"], s["chunk"], s["rows"], s["warps"], s["hints"])
+    return ("default",) if s["kind"] == "default" else (s["kind"], s["chunk"], s["rows"], s["warps"], s["hints"],
+                                                        s.get("nreg"))
 
 
 def tensor_proposal(results: list, hiddens: list, shipped: dict) -> dict:
@@ -416,7 +434,8 @@ def section_proposal(results: list, ops: list, hiddens: list, shipped: dict, fil
             idle = 1 - h / tq._pow2_ceil(h)
             keep = f"; single_pass_max_idle >= {idle:.3f} so H = {h} stays single pass" if idle else ""
             tables_notes.append(f"tables.default: the bracket covering H = {h} (BLOCK_N {tq._pow2_ceil(h)}) -> "
-                                f"rows_per_program {s['rows']}, num_warps {s['warps']}{keep}")
+                                f"rows_per_program {s['rows']}, num_warps {s['warps']}"
+                                + (f", maxnreg_without_residual {s['nreg']}" if s.get("nreg") else "") + keep)
         chunked.append(entry)
     chunked.sort(key=lambda e: e["max_cols"])
     # widths below the smallest measured one keep their old path: a bracket that never applies

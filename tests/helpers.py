@@ -151,3 +151,13 @@ def same_fp8_codes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     -0.0 as +0 (0x00 for 0x80, kernels/triton/quant.py's RCP_DIV): the same value; e4m3fnuz has no
     -0 (its 0x80 is NaN, never counted as a zero)."""
     return (a.view(torch.uint8) == b.view(torch.uint8)) | ((a.float() == 0) & (b.float() == 0))
+
+
+def fp8_steps(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per element of two FP8 tensors of one format: how many representable magnitudes apart their
+    codes are (int16; e4m3's codes order magnitudes), or 99 where the signs differ on nonzero codes."""
+    ab, bb = a.view(torch.uint8).to(torch.int16), b.view(torch.uint8).to(torch.int16)
+    steps = ((ab & 0x7F) - (bb & 0x7F)).abs()
+    flipped = ((ab ^ bb) & 0x80).bool() & (((ab | bb) & 0x7F) != 0)
+    return torch.where(flipped, torch.full_like(steps, 99), steps)
+

@@ -40,3 +40,19 @@ def test_disabled_launcher_calls_the_kernel_each_time():
     launcher.launch((3, 2), (1, 2), (True, 64), 4)
     launcher.launch((3, 2), (1, 2), (True, 64), 4)
     assert calls == [((3, 2), (1, 2, True, 64), 4)] * 2 and launcher.cached() == 0
+
+
+def test_launch_options_reach_the_kernel_only_when_given():
+    """num_stages and maxnreg go to the kernel call only when set (Triton's defaults otherwise)."""
+    calls = []
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *args, **options: calls.append(options)
+
+    launcher = fast_launch.FastLauncher(Kernel())
+    launcher._on = False
+    launcher.launch((1,), (), (), 4)
+    launcher.launch((1,), (), (), 8, num_stages=2)
+    launcher.launch((1,), (), (), 4, maxnreg=56)
+    assert calls == [{"num_warps": 4}, {"num_warps": 8, "num_stages": 2}, {"num_warps": 4, "maxnreg": 56}]

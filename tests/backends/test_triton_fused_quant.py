@@ -17,7 +17,7 @@ import os
 import pytest
 import torch
 
-from helpers import assert_close_verbose, edited_config, same_fp8_codes
+from helpers import assert_close_verbose, edited_config, fp8_steps, same_fp8_codes
 from vllm_rocm_accel import fp8
 from vllm_rocm_accel.backends.torch import fused_quant as ref
 from vllm_rocm_accel.backends.torch.quant import per_token_group_scales_layout
@@ -392,6 +392,53 @@ def test_rms_norm_quant_fast_variants(seed, config, residual, variant, hidden, c
         assert torch.equal(rr, r_ref) and torch.equal(rb, r_ref)
 
 
+MUL_VARIANTS = {
+    "whole mul sat weight_early": dict(kernel="whole", rcp_div="mul", sat_cvt=True, weight_early=True),
+    "whole mul lp_amax": dict(kernel="whole", rcp_div="mul", lp_amax=True),
+    "regs mul sat": dict(kernel="regs", rcp_div="mul", sat_cvt=True),
+    "chunked mul": dict(kernel="chunked", rcp_div="mul"),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("variant", list(MUL_VARIANTS))
+def test_rms_norm_quant_mul_division(seed, config, fmt, residual, variant):
+    """rcp_div "mul" (the product with the row's reciprocal, not bit for bit; its midpoint contract is
+    tested on per_token_quant, the same code): against the same kernel with the IEEE division, the
+    same scales and residual, codes at most one FP8 step apart on <= 1% of them (zeros equal), and
+    within ``check``'s one-ulp rule of the reference; all-zero rows give zeros and the floor scale."""
+    x, r, w = norm_case((24,), 500, torch.bfloat16)
+    x[3] = 0
+    if residual:
+        r[1] = -x[1]
+    section = config()[tfq._family(x.device.type)]["rms_norm_quant"]
+    v = MUL_VARIANTS[variant]
+    use_norm_variant(section, v, 64, 2)
+    assert tfq.norm_quant_variant_params(x.device.type, 500, x.dtype, residual)[0] == 3
+    r_ref = r.clone()
+    want = (ref.fused_add_rms_norm_dynamic_quant(x, r_ref, w, EPS, fmt) if residual
+            else ref.rms_norm_dynamic_quant(x, w, EPS, fmt))
+    rr = r.clone()
+    got = run_norm(x, w, fmt, residual=rr if residual else None)
+    check(got, want, fmt, torch.bfloat16, f"{variant} residual {residual}", exact=False)
+    use_norm_variant(section, dict(v, rcp_div=False, sat_cvt=False), 64, 2)
+    rb = r.clone()
+    base = run_norm(x, w, fmt, residual=rb if residual else None)
+    assert torch.equal(got[1], base[1]), f"{variant}: scales differ from the IEEE-division kernel's"
+    steps = fp8_steps(got[0], base[0])
+    assert steps.max().item() <= 1 and int((steps > 0).sum()) <= 0.01 * steps.numel(), (
+        f"{variant}: {int((steps > 0).sum())} codes moved, at most {steps.max().item()} steps")
+    zeros = base[0].float() == 0
+    assert (got[0].float()[zeros] == 0).all() and torch.equal(torch.signbit(got[0].float()[zeros]),
+                                                              torch.signbit(base[0].float()[zeros]))
+    zero = 1 if residual else 3
+    assert not got[0][zero].view(torch.uint8).any()
+    assert got[1][zero].item() == pytest.approx(fp8.AMAX_FLOOR / fp8.fp8_max(fmt))
+    if residual:
+        assert torch.equal(rr, r_ref) and torch.equal(rb, r_ref)
+
+
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
 @pytest.mark.parametrize("variant", ["whole split weight_early", "regs split sat weight_early"])
 def test_fast_variants_weightless_and_fnuz(seed, config, fmt, variant):
@@ -423,6 +470,34 @@ def test_fast_variants_int64_offsets(seed, config, monkeypatch, variant):
     want = ref.fused_add_rms_norm_dynamic_quant(x, r_ref, w, EPS, FN)
     check(run_norm(x, w, FN, residual=r), want, FN, torch.bfloat16, f"{variant} idx64")
     assert torch.equal(r, r_ref)
+
+
+def test_whole_row_register_cap_parses_and_applies_without_a_residual_only(seed, config):
+    """maxnreg_without_residual: the shipped cuda tables cap bf16 / fp16 rows of exactly 4096 at 56
+    registers (calls without a residual only); a bad value is a ValueError naming the key; under the
+    interpreter a capped launch computes what the uncapped one does."""
+    shipped = functools.partial(tfq.maxnreg_of, tfq._config()["cuda"]["rms_norm_quant"])
+    assert shipped(4096, torch.bfloat16, False) == 56 and shipped(4096, torch.float16, False) == 56
+    assert shipped(4096, torch.bfloat16, True) is None  # the residual kernel would spill under a cap
+    assert shipped(4095, torch.bfloat16, False) is None and shipped(4096, torch.float32, False) is None
+    assert shipped(8192, torch.bfloat16, False) is None
+    cap = tfq.norm_quant_maxnreg
+    assert cap("cpu", 64, torch.bfloat16, False) is None
+    x, _, w = norm_case((6,), 128, torch.bfloat16)
+    want = run_norm(x, w, FN)
+    table = config()[tfq._family(x.device.type)]["rms_norm_quant"]["tables"]["default"]
+    table[-1]["maxnreg_without_residual"] = 56
+    tfq.clear_caches()
+    assert cap(x.device.type, 128, x.dtype, False) == 56
+    got = run_norm(x, w, FN)
+    assert torch.equal(got[1], want[1]) and torch.equal(got[0].view(torch.uint8), want[0].view(torch.uint8))
+    for bad in (8, 300, 56.0, True, "56"):
+        table[-1]["maxnreg_without_residual"] = bad
+        tfq.clear_caches()
+        with pytest.raises(ValueError, match="maxnreg_without_residual"):
+            cap(x.device.type, 128, x.dtype, False)
+        assert cap(x.device.type, 128, x.dtype, True) is None
+    tfq.clear_caches()
 
 
 def test_chunked_bracket_with_a_residual_key_applies_to_those_calls_only():

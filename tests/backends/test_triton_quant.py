@@ -398,6 +398,101 @@ def test_per_token_fast_variants(seed, config, fmt, variant, hidden, chunk, rows
     check(*run_per_token(x, fmt, ub), qr, sr, fmt, f"{variant} {hidden}/{chunk} scale_ub")
 
 
+def assert_within_a_step_at_midpoints(got, want, x, fmt, msg, max_fraction: float = 0.01) -> int:
+    """rcp_div "mul"'s contract against the IEEE-division kernel's ``want``: the same scales; every FP8
+    code equal, except codes one step apart (same sign) where the exact quotient x / scale (float64)
+    lies within 2**-21 (relative) of the midpoint of the two codes' values, on at most
+    ``max_fraction`` of them; returns how many differ."""
+    (q, s), (qw, sw) = got, want
+    assert torch.equal(s, sw), f"{msg}: scales differ from the division's"
+    qb, wb = q.view(torch.uint8), qw.view(torch.uint8)
+    diff = qb != wb
+    n = int(diff.sum())
+    assert n <= max_fraction * q.numel(), f"{msg}: {n} of {q.numel()} codes differ from the division's"
+    if n:
+        steps = (qb.to(torch.int16) & 0x7F) - (wb.to(torch.int16) & 0x7F)
+        assert (steps[diff].abs() == 1).all() and ((qb ^ wb)[diff] & 0x80 == 0).all(), \
+            f"{msg}: a code differs by more than one FP8 step"
+        quotient = (x.double() / s.double())[diff]
+        mid = (q.double()[diff] + qw.double()[diff]) / 2
+        off = (quotient - mid).abs() / mid.abs()
+        assert (off <= 2.0 ** -21).all(), f"{msg}: a code moved where x / scale is {off.max().item():.2e} from a midpoint"
+    return n
+
+
+MUL_KERNELS = {"whole": dict(kernel="whole", rcp_div="mul"), "regs": dict(kernel="regs", rcp_div="mul", sat_cvt=True),
+               "chunked": dict(kernel="chunked", rcp_div="mul")}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kernel", list(MUL_KERNELS))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_per_token_mul_division_moves_codes_only_at_midpoints(seed, config, monkeypatch, fmt, kernel, dtype):
+    """rcp_div "mul" (x times the row's reciprocal, as vLLM's and AITER's kernels take it; not bit for
+    bit): the division's scales, and its codes save one FP8 step where x / scale is within float32
+    rounding of a midpoint; zeros (signed too) and the scale_ub path (the launcher's exact division)
+    unchanged. Rows of 500 (8 chunks of 64) over 64 rows. bf16 rows put their quotients either at a
+    midpoint (within rounding) or far from one, so some codes move; float32 rows spread them, so a
+    product less accurate than float32 rounding (a kernel bug) would move codes away from midpoints."""
+    x = special_rows(make_x((64,), 500, dtype))
+    monkeypatch.setitem(PER_TOKEN_VARIANTS, "mul", MUL_KERNELS[kernel])
+    monkeypatch.setitem(PER_TOKEN_VARIANTS, "ieee", dict(MUL_KERNELS[kernel], rcp_div=False, sat_cvt=False))
+    section = config()[tq._family(x.device.type)]["per_token"]
+    use_per_token_variant(section, "ieee", 64, 2)
+    want = run_per_token(x, fmt)
+    ub = x.float().abs().amax(-1)[2:].median().reshape(1)
+    want_ub = run_per_token(x, fmt, ub)
+    use_per_token_variant(section, "mul", 64, 2)
+    assert tq.per_token_variant_params(x.device.type, 500, x.dtype)[0] == 3
+    got = run_per_token(x, fmt)
+    assert_within_a_step_at_midpoints(got, want, x, fmt, f"mul {kernel}")
+    zeros = x == 0
+    assert torch.equal(got[0].view(torch.uint8)[zeros], want[0].view(torch.uint8)[zeros]), "signed zeros"
+    got_ub = run_per_token(x, fmt, ub)
+    assert torch.equal(got_ub[0].view(torch.uint8), want_ub[0].view(torch.uint8)) and torch.equal(got_ub[1], want_ub[1])
+    qr, sr = ref.per_token_quant(x, fmt, None)
+    assert_close_verbose(got[1], sr, atol=0, rtol=1e-6, msg="mul scales")
+    ulp = dequant(fp8_ulp(qr.double(), fmt), sr)
+    assert ((dequant(got[0], got[1]) - dequant(qr, sr)).abs() <= ulp * (1 + 1e-6)).all(), "more than one FP8 ulp"
+
+
+# row amaxes (times 2**-3, 1, 2**4) for which a float32 search over every bf16 of the four binades below
+# found quotients x / (amax / FP8_MAX) within rounding of a midpoint (4-12 of the 511 values a row)
+NEAR_MIDPOINT_AMAX = {FN: (1.078125, 1.1875, 1.53125, 1.9375), FNUZ: (1.1015625, 1.453125, 1.640625, 1.6875)}
+
+
+def near_midpoint_rows(fmt) -> torch.Tensor:
+    """Rows whose codes "mul" moves under divided scales (the CPU's: scale = amax / FP8_MAX): each a
+    NEAR_MIDPOINT_AMAX amax followed by every bf16 of the four binades below it, alternating in sign."""
+    mags = torch.arange(0x3D80, 0x3F80, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)[1:]  # [1/16, 1)
+    sign = torch.tensor([1.0, -1.0]).repeat(256)[:511]
+    rows = []
+    for amax in NEAR_MIDPOINT_AMAX[fmt]:
+        for e in (-3, 0, 4):
+            a = amax * 2.0 ** e
+            rows.append(torch.cat([torch.tensor([a]), (mags.float() * a).to(torch.bfloat16).float() * sign]))
+    return torch.stack(rows).to(torch.bfloat16).to(DEVICE)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kernel", list(MUL_KERNELS))
+def test_mul_division_moves_crafted_near_midpoint_codes(config, monkeypatch, fmt, kernel):
+    """The contract check on rows built to meet it: under the CPU's divided scales "mul" does move
+    some codes, by one step, where x / scale is at a midpoint (a GPU's scales, amax * fp32(1 /
+    FP8_MAX), make such quotients rarer: there any count passes)."""
+    x = near_midpoint_rows(fmt)
+    monkeypatch.setitem(PER_TOKEN_VARIANTS, "mul", MUL_KERNELS[kernel])
+    monkeypatch.setitem(PER_TOKEN_VARIANTS, "ieee", dict(MUL_KERNELS[kernel], rcp_div=False, sat_cvt=False))
+    section = config()[tq._family(x.device.type)]["per_token"]
+    use_per_token_variant(section, "ieee", 64, 2)
+    want = run_per_token(x, fmt)
+    use_per_token_variant(section, "mul", 64, 2)
+    moved = assert_within_a_step_at_midpoints(run_per_token(x, fmt), want, x, fmt, f"crafted {kernel}",
+                                              max_fraction=0.05)
+    if x.device.type == "cpu":
+        assert moved > 0, "the crafted rows moved no code: the search's premise no longer holds"
+
+
 @pytest.mark.parametrize("variant", [v for v in PER_TOKEN_VARIANTS if not PER_TOKEN_VARIANTS[v].get("sat_cvt")])
 def test_per_token_variants_match_the_default_path_on_inf_and_nan(seed, config, variant):
     """Rows holding inf (amax inf: the split division's stand-in scale) or NaN give the default path's

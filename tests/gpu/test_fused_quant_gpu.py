@@ -42,7 +42,10 @@ def agree(got, want, fmt, dtype, msg, group=0):
     assert s.shape == sr.shape and s.stride() == sr.stride() and s.dtype == torch.float32, msg
     assert torch.isfinite(s).all() and (s > 0).all(), f"{msg}: bad scales"
     rtol = rtol_of(dtype)
-    assert_close_verbose(s, sr, 0.0, rtol, msg=f"{msg} scales")
+    # the scales are amaxes of values rounded twice to x's dtype (the norm's output, then its product
+    # with the weight), and the kernel's rstd may differ from torch's in its last bit: one step of
+    # each rounding, two in all (seen on the H200: fp16 4099 x 7168, 1.5 fp16 eps on one row in 4099)
+    assert_close_verbose(s, sr, 0.0, 2 * rtol, msg=f"{msg} scales")
     deq, ref = q.double() * _expand(s, q.shape, group), qr.double() * _expand(sr, q.shape, group)
     # the larger of the two codes' ulps: a code just below a power of two and one just above it
     # are one ulp apart in the upper binade (two of the lower one's)

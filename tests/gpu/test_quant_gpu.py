@@ -71,3 +71,19 @@ def test_compile_fullgraph_on_gpu(seed):
     torch._dynamo.reset()
     got = torch.compile(f, fullgraph=True)(h)
     torch.testing.assert_close(got, f(h), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("op", ["per_token_quant", "per_token_group_quant", "per_tensor_quant"])
+def test_negative_zero_keeps_its_sign_in_e4m3fn(op):
+    """-0.0 encodes as 0x80 (-0) in e4m3fn through the shipped kernels, as torch's reference does: the
+    split division's negations are true negations (``v * -1.0``; Triton 3.6 lowers ``-v`` to
+    ``0 - v``, which gave +0 here)."""
+    x = torch.randn(64, 4096, device="cuda").to(torch.bfloat16)
+    x[:, ::5] = -0.0
+    x[:, 1::5] = 0.0
+    q, _ = getattr(rocm_accel_ops, op)(x, dtype=torch.float8_e4m3fn, backend="triton")
+    qr, _ = getattr(rocm_accel_ops, op)(x, dtype=torch.float8_e4m3fn, backend="torch")
+    codes = q.view(torch.uint8)
+    assert (codes[:, ::5] == 0x80).all(), f"{op}: {int((codes[:, ::5] != 0x80).sum())} of -0.0 not 0x80"
+    assert (codes[:, 1::5] == 0x00).all(), f"{op}: +0.0 not 0x00"
+    assert torch.equal(codes[:, ::5], qr.view(torch.uint8)[:, ::5])

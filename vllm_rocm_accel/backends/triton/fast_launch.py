@@ -72,9 +72,9 @@ def spec_key(args: Sequence) -> tuple:
 
 
 class FastLauncher:
-    """``launch(grid, args, constexprs, num_warps, num_stages=None)`` ==
-    ``kernel[grid](*args, *constexprs, num_warps=..., num_stages=...)`` (num_stages: Triton's
-    default when None).
+    """``launch(grid, args, constexprs, num_warps, num_stages=None, maxnreg=None)`` ==
+    ``kernel[grid](*args, *constexprs, num_warps=..., num_stages=..., maxnreg=...)`` (num_stages and
+    maxnreg, the per-thread register cap: Triton's defaults when None).
 
     ``args`` are the runtime arguments in the kernel's order and ``constexprs`` the values of
     the trailing ``tl.constexpr`` parameters, in order.
@@ -85,13 +85,17 @@ class FastLauncher:
         self._compiled: dict[tuple, object] = {}
         self._on = enabled()
 
-    def launch(self, grid: tuple, args: tuple, constexprs: tuple, num_warps: int, num_stages=None) -> None:
-        options = {"num_warps": num_warps} if num_stages is None else {"num_warps": num_warps,
-                                                                        "num_stages": num_stages}
+    def launch(self, grid: tuple, args: tuple, constexprs: tuple, num_warps: int, num_stages=None,
+               maxnreg=None) -> None:
+        options = {"num_warps": num_warps}
+        if num_stages is not None:
+            options["num_stages"] = num_stages
+        if maxnreg is not None:
+            options["maxnreg"] = maxnreg
         if not self._on:
             self.kernel[grid](*args, *constexprs, **options)
             return
-        key = (torch.cuda.current_device(), constexprs, num_warps, num_stages, spec_key(args))
+        key = (torch.cuda.current_device(), constexprs, num_warps, num_stages, maxnreg, spec_key(args))
         compiled = self._compiled.get(key)
         if compiled is not None:
             compiled[grid + (1,) * (3 - len(grid))](*args, *constexprs)

@@ -34,7 +34,7 @@ from . import config_data
 from .config_data import family as _family
 from .fast_launch import FastLauncher
 from .norm import _row_stride, _weight_reason
-from .quant import (_encoded, _format_reason, _token_stride, _x_reason, format_params, group_kernel_params,
+from .quant import (_encoded, _format_reason, _table, _token_stride, _x_reason, format_params, group_kernel_params,
                     division_variant, row_kernel_params, row_variant_params)
 
 _config = config_data.loader("fused_quant")  # a module attribute: tests and tuners replace it
@@ -57,6 +57,29 @@ def norm_quant_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tupl
     """(looped_from_rows, BLOCK_N, rows_per_program, num_warps, looped BLOCK_N, looped num_warps) for
     rows of ``n_cols`` elements: calls of at least ``looped_from_rows`` rows take the looped kernel."""
     return row_kernel_params(_family_config(device_type)["rms_norm_quant"], n_cols, dtype, "fused_quant.json")
+
+
+@functools.lru_cache(maxsize=None)
+def norm_quant_maxnreg(device_type: str, n_cols: int, dtype: torch.dtype, residual: bool) -> Optional[int]:
+    """The per-thread register cap of the whole-row kernel's launch for rows of ``n_cols`` elements:
+    the serving table entry's optional ``maxnreg_without_residual`` for calls without a residual,
+    None (the compiler's choice) otherwise. A lower cap fits more rows per SM (64 K registers a
+    SM: 62 a thread gives 8 programs of 4 warps, 56 nine); with a residual the kernel also holds
+    the sum's row (77 registers at H = 4096, sm_90), which a cap would spill."""
+    return maxnreg_of(_family_config(device_type)["rms_norm_quant"], n_cols, dtype, residual)
+
+
+def maxnreg_of(section: dict, n_cols: int, dtype: torch.dtype, residual: bool) -> Optional[int]:
+    """:func:`norm_quant_maxnreg` of a config section."""
+    if residual:
+        return None
+    table = _table(section, dtype)
+    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])  # row_kernel_params' entry
+    cap = entry.get("maxnreg_without_residual")
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or not 16 <= cap <= 255):
+        raise ValueError(f"fused_quant.json: rms_norm_quant maxnreg_without_residual must be an integer in "
+                         f"[16, 255], got {cap!r}")
+    return cap
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,6 +116,7 @@ def clear_caches() -> None:
     _config.cache_clear()
     silu_group_variant.cache_clear()
     norm_quant_params.cache_clear()
+    norm_quant_maxnreg.cache_clear()
     norm_quant_variant_params.cache_clear()
     silu_group_params.cache_clear()
     for launcher in _LAUNCHERS:
@@ -179,7 +203,8 @@ def rms_norm_dynamic_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: tor
     # constexprs: HAS_RESIDUAL, HAS_WEIGHT, ROWS, BLOCK_N, FP8_MAX, AMAX_FLOOR, RCP_SCALE, SW_FP8, FNUZ, IDX64,
     # RCP_DIV, SAT_CVT, W_EARLY, LP_AMAX, EVEN
     _NORM.launch((-(-n_rows // rows_pp),), args, (has_res, has_w, rows_pp, block, fmax, AMAX_FLOOR, rcp, sw, fnuz,
-                                                  idx64, rcp_div, sat, w_early, lp_amax, even), warps)
+                                                  idx64, rcp_div, sat, w_early, lp_amax, even), warps,
+                 maxnreg=norm_quant_maxnreg(dev, n_cols, x.dtype, has_res))
 
 
 def silu_and_mul_group_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor, group_size: int) -> None:

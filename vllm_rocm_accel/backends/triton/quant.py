@@ -51,7 +51,15 @@ _I32 = 2**31
 _NEVER = 2**63
 _MAX_CHUNKS = 64  # the chunked kernels unroll their chunk loops: bound the code size
 _MAX_REG_CHUNKS = 8  # the regs kernels' named chunk slots
-_RCP_DIV = {False: 0, True: 1, "split": 2}  # config rcp_div -> the kernels' RCP_DIV
+_RCP_DIV = {False: 0, True: 1, "split": 2, "mul": 3}  # config rcp_div -> the kernels' RCP_DIV
+
+
+def _rcp_div_code(section: dict, source: str) -> int:
+    """The kernels' RCP_DIV for a config section's optional ``rcp_div`` key (absent = false)."""
+    rcp_div = section.get("rcp_div", False)
+    if rcp_div not in _RCP_DIV:
+        raise ValueError(f"{source}: rcp_div must be false, true, \"split\" or \"mul\", got {rcp_div!r}")
+    return _RCP_DIV[rcp_div]
 
 
 # --- launch parameters ------------------------------------------------------
@@ -148,8 +156,11 @@ def row_variant_params(section: dict, n_cols: int, dtype: torch.dtype, source: s
     * ``rcp_div`` (section key, default false): how the whole-row, chunked and regs kernels divide
       by the row's scale, the same bits every way: false per element; true through the row's
       reciprocal plus two exact corrections; ``"split"`` from a two-term reciprocal and one
-      correction (4 FP32 operations; kernels/triton/quant.py). Returned as the kernels' RCP_DIV
-      (0 / 1 / 2); calls with a scale_ub take 1 for 2 (the launcher).
+      correction (4 FP32 operations; kernels/triton/quant.py); ``"mul"`` the one that is not bit
+      for bit: the product with the row's reciprocal (1 operation; a code may be one FP8 step from
+      the division's where the quotient lies within ~1.5 float32 ulp of a rounding midpoint, as in
+      vLLM's and AITER's kernels, which multiply by an inverted scale). Returned as the kernels'
+      RCP_DIV (0 / 1 / 2 / 3); calls with a scale_ub take 1 for 2 and 3 (the launcher).
     * ``chunked`` (section key, optional list of brackets sorted by max_cols; the first with
       H <= max_cols applies): calls of at least ``min_rows`` rows take the chunked kernel, rows of
       ``chunk`` (a power of two, capped at next_power_of_2(H)) columns at a time,
@@ -166,14 +177,11 @@ def row_variant_params(section: dict, n_cols: int, dtype: torch.dtype, source: s
       only): the weight loaded with x in the tile's layout, and the amax taken in x's dtype (see
       kernels/triton/fused_quant.py).
 
-    None of them changes a bit otherwise.
+    None of them changes a bit otherwise (``"mul"`` aside).
     """
-    rcp_div = section.get("rcp_div", False)
-    if rcp_div not in _RCP_DIV:
-        raise ValueError(f"{source}: rcp_div must be false, true or \"split\", got {rcp_div!r}")
+    rcp_div = _rcp_div_code(section, source)
     opts = (bool(section.get("sat_cvt", False)), bool(section.get("weight_early", False)),
             bool(section.get("lp_amax", False)))
-    rcp_div = _RCP_DIV[rcp_div]
     never = (_NEVER, 1, 1, True, 1, 4, False, False)
     entry = next((e for e in section.get("chunked") or () if n_cols <= e["max_cols"]
                   and (residual is None or "residual" not in e or bool(e["residual"]) == residual)), None)
@@ -216,10 +224,7 @@ def division_variant(section: dict, source: str = "quant.json") -> tuple[int, bo
     role of a row's). As per_token's (:func:`row_variant_params`): the same bits as the IEEE division
     and the clamp (-0.0 aside: ``"split"`` may give +0 on a GPU); ``sat_cvt`` only without SW_FP8
     (the launchers)."""
-    rcp_div = section.get("rcp_div", False)
-    if rcp_div not in _RCP_DIV:
-        raise ValueError(f"{source}: rcp_div must be false, true or \"split\", got {rcp_div!r}")
-    return _RCP_DIV[rcp_div], bool(section.get("sat_cvt", False))
+    return _rcp_div_code(section, source), bool(section.get("sat_cvt", False))
 
 
 @functools.lru_cache(maxsize=None)

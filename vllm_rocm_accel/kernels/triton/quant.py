@@ -24,8 +24,18 @@ Semantics (``vllm_rocm_accel.fp8``; reference ``backends/torch/quant.py``), floa
   ``scale_ub`` (the launchers use 1 there) or a static per-tensor scale (the launcher uses 0).
   On a GPU, 2 may give +0 where ``div_rn`` gives -0 (x = -0.0): the same value, code 0x00 instead
   of 0x80 (seen on the H200 while the negations were written ``-v``, which Triton 3.6 lowers to
-  ``0 - v``, +0 for v = +0; the ``v * -1.0`` now used is a true negation and should keep the sign,
-  not checked on a GPU; the interpreter keeps it). The tests count both zeros as one code.
+  ``0 - v``, +0 for v = +0; the ``v * -1.0`` now used is a true negation and keeps the sign:
+  0x80 on the H200 for per-token, per-token-group and per-tensor quant, tests/gpu/test_quant_gpu.py).
+  The other tests count both zeros as one code.
+  3 (``"mul"``, the one choice that is *not* bit for bit): ``x * rh``, the product with the row's
+  correctly rounded reciprocal, one FP32 operation an element, as vLLM's and AITER's quant kernels
+  take it (they multiply by an inverted scale). The product is within about 1.5 float32 ulp of the
+  quotient, so a code differs from ``div_rn``'s by one FP8 step where the quotient lies that close
+  to a rounding midpoint of the format, never more; zeros keep their sign. How often: bf16 rows
+  put many quotients exactly at midpoints, so it depends on the scale's form: with RCP_SCALE's
+  scales (GPUs) 2 codes of 16.8M random normal bf16 values (4096 x 4096, numpy float32), with the
+  CPU's divided scales 6648 of them. The same validity as 2 (the launchers use 1 with a
+  ``scale_ub``).
 * SAT_CVT (the same kernels): no clamp before the native conversion. Without a ``scale_ub``
   |quotient| <= FP8_MAX (1 + 2**-23) (scale = amax / FP8_MAX up to two float32 roundings),
   which a round-to-nearest conversion maps to FP8_MAX whether or not it saturates (on NVIDIA it
@@ -168,9 +178,12 @@ def _quantize_row(xf, sdiv, rh, rd, rl, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl
                   RCP_DIV: tl.constexpr, SAT_CVT: tl.constexpr):
     """:func:`_quantize` with the row constants of :func:`_row_scales` at hand, by RCP_DIV (the
     module docstring): 2 :func:`_div_split` (``sdiv`` is the finite stand-in scale), 1
-    :func:`_div_rcp` through ``rh``, 0 per element; the same bits every way. SAT_CVT: no clamp
-    before the native conversion (module docstring)."""
-    if RCP_DIV == 2:
+    :func:`_div_rcp` through ``rh``, 0 per element: the same bits every way; 3 the product with
+    ``rh`` (within one FP8 step, module docstring). SAT_CVT: no clamp before the native
+    conversion (module docstring)."""
+    if RCP_DIV == 3:
+        v = xf * rh
+    elif RCP_DIV == 2:
         v = _div_split(xf, sdiv, rh, rd, rl)
     elif RCP_DIV:
         v = _div_rcp(xf, sdiv, rh)
@@ -222,7 +235,7 @@ def _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS: tl.constexpr, FP8_M
                 AMAX_FLOOR: tl.constexpr, RCP_SCALE: tl.constexpr, RCP_DIV: tl.constexpr):
     """The scales of ``rows`` from their float32 ``amax``, stored at ``s_ptr[row * s_stride]``, and
     the row constants of :func:`_quantize_row` as [ROWS, 1] columns (sdiv, rh, rd, rl): RCP_DIV 2
-    :func:`_split_rcp`'s; 1 (scale, div_rn(1, scale), unused, unused); 0 (scale, unused x 3)."""
+    and 3 :func:`_split_rcp`'s; 1 (scale, div_rn(1, scale), unused, unused); 0 (scale, unused x 3)."""
     scale = _scale(amax, FP8_MAX, AMAX_FLOOR, RCP_SCALE)
     tl.store(s_ptr + rows * s_stride, scale, mask=row_mask)
     return _row_consts(scale, ROWS, RCP_DIV)
@@ -232,7 +245,7 @@ def _row_scales(amax, s_ptr, rows, s_stride, row_mask, ROWS: tl.constexpr, FP8_M
 def _row_consts(scale, ROWS: tl.constexpr, RCP_DIV: tl.constexpr):
     """:func:`_quantize_row`'s constants (sdiv, rh, rd, rl) of a [ROWS] column of float32 scales, as
     [ROWS, 1] columns (see :func:`_row_scales`)."""
-    if RCP_DIV == 2:
+    if RCP_DIV >= 2:  # 3 reads only sdiv and rh
         sdiv, rh, rd, rl = _split_rcp(scale, ROWS)
     elif RCP_DIV:
         sdiv, rh, rd, rl = scale, tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), scale), scale, scale
