@@ -10,7 +10,8 @@ triton, torch (eager reference) and, where it can run, aiter backends, plus
 * ``graph``: inside a CUDA graph (``do_bench_cudagraph``): device time only; replays do
   not flush L2, so small shapes read above HBM speed.
 
-Ops: ``per_tensor_quant`` (dynamic: an amax pass and a quantize pass), ``per_token_quant``,
+Ops: ``per_tensor_quant`` (dynamic: an amax pass and a quantize pass), ``per_tensor_quant_static``
+(a given scale, one pass: vLLM's static activation scales), ``per_token_quant``,
 ``per_token_group_quant`` (group 128, row-major scales; ``_cm``: column-major scales).
 Bytes per call: x read (2 B) + q written (1 B) per element, plus the scales; the dynamic
 per-tensor form reads x twice by construction but is credited with one read, so its
@@ -38,7 +39,8 @@ from vllm_rocm_accel.ops import quant as quant_ops
 
 TOKENS = [1, 16, 64, 256, 1024, 4096, 8192, 16384, 32768]
 HIDDEN = [4096, 7168]
-OPS = ["per_tensor_quant", "per_token_quant", "per_token_group_quant", "per_token_group_quant_cm"]
+OPS = ["per_tensor_quant", "per_tensor_quant_static", "per_token_quant", "per_token_group_quant",
+       "per_token_group_quant_cm"]
 TARGET = dict(min_tokens=4096, pct_of_copy=85.0)
 torch._dynamo.config.recompile_limit = 4096
 torch._dynamo.config.accumulated_recompile_limit = 1 << 20
@@ -47,33 +49,45 @@ FIELDS = ["date", "gpu", "torch", "triton", "op", "tokens", "hidden", "dtype", "
 
 
 def _bytes(op: str, rows: int, hidden: int) -> int:
-    scales = {"per_tensor_quant": 1, "per_token_quant": rows}.get(op, rows * (hidden // 128))
+    scales = {"per_tensor_quant": 1, "per_tensor_quant_static": 1, "per_token_quant": rows}.get(
+        op, rows * (hidden // 128))
     return rows * hidden * (2 + 1) + 4 * scales
 
 
-def _call(op: str, x, fmt, backend):
+def _static_scale(x, fmt):
+    """The scale a calibration would give x: its amax over the format's max (float32, one element)."""
+    return (x.float().abs().amax() / fp8.fp8_max(fmt)).reshape(1)
+
+
+def _call(op: str, x, fmt, backend, scale=None):
     if op == "per_tensor_quant":
         return lambda: rocm_accel_ops.per_tensor_quant(x, dtype=fmt, backend=backend)
+    if op == "per_tensor_quant_static":
+        return lambda: rocm_accel_ops.per_tensor_quant(x, scale, dtype=fmt, backend=backend)
     if op == "per_token_quant":
         return lambda: rocm_accel_ops.per_token_quant(x, dtype=fmt, backend=backend)
     return lambda: rocm_accel_ops.per_token_group_quant(x, 128, op.endswith("_cm"), dtype=fmt, backend=backend)
 
 
-def _reference(op: str, fmt):
+def _reference(op: str, fmt, scale=None):
     if op == "per_tensor_quant":
         return lambda x: torch_quant.per_tensor_quant(x, None, fmt)
+    if op == "per_tensor_quant_static":
+        return lambda x: torch_quant.per_tensor_quant(x, scale, fmt)
     if op == "per_token_quant":
         return lambda x: torch_quant.per_token_quant(x, fmt, None)
     return lambda x: torch_quant.per_token_group_quant(x, 128, op.endswith("_cm"), fmt)
 
 
 def _candidates(op: str, x, fmt):
-    base = op.removesuffix("_cm")
+    base = op.removesuffix("_cm").removesuffix("_static")
     disp = quant_ops.DISPATCHERS[base]
-    args = {"per_tensor_quant": (x, None, fmt), "per_token_quant": (x, fmt, None)}.get(
+    scale = _static_scale(x, fmt) if op.endswith("_static") else None
+    args = {"per_tensor_quant": (x, scale, fmt), "per_token_quant": (x, fmt, None)}.get(
         base, (x, 128, op.endswith("_cm"), fmt))
-    fns = {name: _call(op, x, fmt, name) for name in ("triton", "aiter", "torch") if disp.refusal(name, args) is None}
-    compiled = torch.compile(_reference(op, fmt), dynamic=False)
+    fns = {name: _call(op, x, fmt, name, scale) for name in ("triton", "aiter", "torch")
+           if disp.refusal(name, args) is None}
+    compiled = torch.compile(_reference(op, fmt, scale), dynamic=False)
     fns["compile"] = lambda: compiled(x)
     return fns
 

@@ -6,7 +6,9 @@ activation kernels' own, imported from beside this module); grids, block sizes a
 parameters are chosen by ``vllm_rocm_accel.backends.triton.fused_quant``.
 
 Semantics: exactly the unfused composition (reference ``backends/torch/fused_quant.py``), so
-each value is rounded where the unfused ops round it::
+each value is rounded where the unfused ops round it, except that RCP_DIV 3 (the RMSNorm + quant
+kernels on cuda, configs/fused_quant.json) takes ``y / scale`` as a product with the row's
+reciprocal: the same scales, codes within one FP8 step (kernels/triton/quant.py)::
 
     s = x.float() (+ residual.float())          # residual <- s.to(residual dtype), in place
     y = s * rsqrt(mean(s * s) + eps)            # the norm kernel's math, float32
