@@ -85,14 +85,17 @@ from vllm_rocm_accel.backends.triton import quant as tq
 
 FMT = torch.float8_e4m3fn
 EPS = 1e-6
-OPS = ["per_tensor_quant", "per_token_quant", "rms_norm_dynamic_quant", "fused_add_rms_norm_dynamic_quant"]
-SECTION = {"per_tensor_quant": (tq, "per_tensor"), "per_token_quant": (tq, "per_token"),
+OPS = ["per_tensor_quant", "per_token_quant", "rms_norm_dynamic_quant", "fused_add_rms_norm_dynamic_quant",
+       "per_tensor_quant_static"]
+QUANT_OPS = ("per_token_quant", "per_tensor_quant", "per_tensor_quant_static")  # x only, bench_quant's bytes
+SECTION = {"per_tensor_quant": (tq, "per_tensor"), "per_tensor_quant_static": (tq, "per_tensor"),
+           "per_token_quant": (tq, "per_token"),
            "rms_norm_dynamic_quant": (tfq, "rms_norm_quant"),
            "fused_add_rms_norm_dynamic_quant": (tfq, "rms_norm_quant")}
 # biggest misses first: the budget stops the last ones
 SHAPES = "per_tensor_quant:4096,per_tensor_quant:7168,rms_norm_dynamic_quant:4096,rms_norm_dynamic_quant:7168," \
          "per_token_quant:7168,fused_add_rms_norm_dynamic_quant:4096,fused_add_rms_norm_dynamic_quant:7168," \
-         "per_token_quant:4096"
+         "per_token_quant:4096,per_tensor_quant_static:4096,per_tensor_quant_static:7168"
 BIG = 10**9
 NEVER = 2**62
 FLAGS = ("rcp", "sat", "we", "lp")  # section-wide: rcp_div, sat_cvt, weight_early, lp_amax
@@ -106,9 +109,12 @@ def spec(kind: str, *, chunk: int = 1024, rows: int = 1, warps: int = 4, rcp=Fal
     return dict(kind=kind, chunk=chunk, rows=rows, warps=warps, rcp=rcp, sat=sat, we=we, lp=lp, hints=hints, nreg=nreg)
 
 
-def tensor_spec(*, block=None, rows=None, warps=None, amax=None, rcp=False, sat=False, rev=False) -> dict:
-    """A per_tensor candidate: None keeps the shipped table's / amax_programs value."""
-    return dict(kind="tensor", block=block, rows=rows, warps=warps, amax=amax, rcp=rcp, sat=sat, rev=rev)
+def tensor_spec(*, block=None, rows=None, warps=None, amax=None, rcp=False, sat=False, rev=False,
+                ssplit=False) -> dict:
+    """A per_tensor candidate: None keeps the shipped table's / amax_programs value; ssplit: the
+    section's static_split (static scales through the guarded split division)."""
+    return dict(kind="tensor", block=block, rows=rows, warps=warps, amax=amax, rcp=rcp, sat=sat, rev=rev,
+                ssplit=ssplit)
 
 
 def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
@@ -117,6 +123,11 @@ def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
     (module docstring) make plausible, not a grid."""
     pow2 = hidden == tq._pow2_ceil(hidden)
     S = dict(rcp="split", sat=True)
+    if op == "per_tensor_quant_static":  # the quantize kernel alone; tiles shared with the dynamic form
+        full = [tensor_spec(ssplit=True), tensor_spec(ssplit=True, warps=4), tensor_spec(ssplit=True, rows=2),
+                tensor_spec(ssplit=True, block=2048, rows=2), tensor_spec(ssplit=True, block=1024, rows=4, warps=4),
+                tensor_spec(rows=2)]
+        return [dict(kind="default")] + (full[:3] if quick else full)
     if op == "per_tensor_quant":  # shipped at H > 1024: block 2048, 1 row, 4 warps, 1024 amax programs
         T = dict(S, rev=True)
         full = [tensor_spec(**S), tensor_spec(rev=True), tensor_spec(**T), tensor_spec(rcp="split", rev=True),
@@ -168,7 +179,8 @@ def name(s: dict) -> str:
                               if s[key] is not None]
         parts += [f"{s['warps']}w"] if s["warps"] is not None else []
         parts += [RCP_NAMES[s["rcp"]]] if s["rcp"] else []
-        return " ".join(parts + [f for f, on in (("sat", s["sat"]), ("rev", s["rev"])) if on])
+        return " ".join(parts + [f for f, on in (("sat", s["sat"]), ("rev", s["rev"]), ("ssplit", s.get("ssplit")))
+                                 if on])
     base = (f"whole r{s['rows']} {s['warps']}w" if k == "whole"
             else f"{k} {s['chunk']} r{s['rows']} {s['warps']}w")
     base += f" nreg{s['nreg']}" if s.get("nreg") else ""
@@ -184,7 +196,7 @@ def apply(section: dict, s: dict, hiddens=None) -> None:
     if s["kind"] == "default":
         return
     if s["kind"] == "tensor":  # the per_tensor section
-        section.update(rcp_div=s["rcp"], sat_cvt=s["sat"], reverse=s["rev"])
+        section.update(rcp_div=s["rcp"], sat_cvt=s["sat"], reverse=s["rev"], static_split=s.get("ssplit", False))
         if s["amax"] is not None:
             section["amax_programs"] = s["amax"]
         for table in section["tables"].values():
@@ -238,7 +250,9 @@ def make_inputs(op: str, tokens: int, hidden: int, special: bool):
         x[2, 6:40] = 1e-30
         x[3, ::7] = 2.0 ** -9  # FP8 subnormal steps after the scale
     x = x.to(torch.bfloat16)
-    if op in ("per_token_quant", "per_tensor_quant"):
+    if op == "per_tensor_quant_static":  # the scale a calibration would give
+        return dict(x=x, static=(x.float().abs().amax() / torch.finfo(FMT).max).reshape(1))
+    if op in QUANT_OPS:
         return dict(x=x)
     r = (torch.randn(tokens, hidden, device=DEVICE, generator=g)).to(torch.bfloat16)
     if special:
@@ -249,7 +263,7 @@ def make_inputs(op: str, tokens: int, hidden: int, special: bool):
 
 def nbytes(op: str, tokens: int, hidden: int) -> int:
     """Bytes read + written by one call on bf16 rows: bench_quant's / bench_fused_quant's count."""
-    if op in ("per_token_quant", "per_tensor_quant"):
+    if op in QUANT_OPS:
         return bench_quant._bytes(op, tokens, hidden)
     return bench_fused_quant._bytes(op, tokens, hidden, 2)  # 2: bf16 element bytes
 
@@ -261,6 +275,9 @@ def make_call(op: str, inp: dict, ub=None):
     if op == "per_tensor_quant":  # dynamic: the amax kernel, then the quantize kernel
         s = torch.empty(1, dtype=torch.float32, device=DEVICE)
         fn = lambda: tq.per_tensor_quant(q, s, x, None)  # noqa: E731
+    elif op == "per_tensor_quant_static":  # one pass
+        s = torch.empty(1, dtype=torch.float32, device=DEVICE)
+        fn = lambda: tq.per_tensor_quant(q, s, x, inp["static"])  # noqa: E731
     elif op == "per_token_quant":
         fn = lambda: tq.per_token_quant(q, s, x, ub)  # noqa: E731
     elif op == "rms_norm_dynamic_quant":
@@ -297,7 +314,7 @@ def compare(op: str, want, got) -> str:
         if torch.equal(sw, sg) and zeros == nbad:
             return f"exact ({zeros} -0 -> +0)"
         return f"WRONG ({what})"
-    if op == "per_token_quant":
+    if op in ("per_token_quant", "per_tensor_quant_static"):
         return f"WRONG ({what})"
     codes = (qw.to(torch.int16) & 0x7F) - (qg.to(torch.int16) & 0x7F)  # adjacent FP8 magnitudes differ by 1
     bad_sign = ((qw & 0x80) != (qg & 0x80)) & (((qw | qg) & 0x7F) != 0)

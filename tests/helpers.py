@@ -147,9 +147,10 @@ def edited_config(monkeypatch, module):
 
 
 def same_fp8_codes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per element of two FP8 tensors: the same byte, or both zeros. The split division may encode
-    -0.0 as +0 (0x00 for 0x80, kernels/triton/quant.py's RCP_DIV): the same value; e4m3fnuz has no
-    -0 (its 0x80 is NaN, never counted as a zero)."""
+    """Per element of two FP8 tensors: the same byte, or both zeros (the same value; the split
+    division once encoded -0.0 as +0 on a GPU, kernels/triton/quant.py's RCP_DIV; the sign is now
+    checked by tests/gpu/test_quant_gpu.py); e4m3fnuz has no -0 (its 0x80 is NaN, never counted
+    as a zero)."""
     return (a.view(torch.uint8) == b.view(torch.uint8)) | ((a.float() == 0) & (b.float() == 0))
 
 

@@ -609,12 +609,66 @@ def test_per_tensor_variants_int64_offsets(seed, config, monkeypatch, variant):
     assert_same_codes(run_per_tensor(x, FNUZ), want, x, f"per_tensor {variant} idx64")
 
 
+def static_scale_cases(x: torch.Tensor) -> list:
+    """Static scales across the whole float range: log-uniform over 2**-125..2**125 (the fast path
+    takes 2**-60..2**60: above 2**60 the split's constants lose bits and this test fails; below
+    2**-91 the remainder of a quotient with a nonzero code can underflow, wrong only rarely, which
+    random x does not find), the range's edges and their neighbours, and the ones the kernel sends
+    to the per-element division (0, negative, inf, NaN, subnormal)."""
+    edge = [2.0**-60, 2.0**60, 2.0**-60 * (1 - 2**-24), 2.0**60 * (1 + 2**-23), 2.0**-61, 2.0**61,
+            2.0**-100 * 1.3, 2.0**-120 * 1.7, 2.0**100 * 1.1, 2.0**125]
+    rand = torch.exp2(torch.empty(32).uniform_(-125, 125)).tolist()
+    typical = (x[x.isfinite()].float().abs().amax() / 448).item()
+    return edge + rand + [typical, typical * 3.3, 0.0, -0.5, float("inf"), float("nan"), 1e-40]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_per_tensor_static_split_gives_the_division_bits_for_any_scale(seed, config, fmt, dtype):
+    """static_split (the split division with a saturating select, for static scales in 2**-60..2**60):
+    the same FP8 bytes and scale as the per-element IEEE division, for any scale (outside that range
+    the kernel divides per element) and x over ~30 binades with zeros of both signs, FP8 subnormal
+    steps, huge values, inf and (float32) NaN and float32 subnormals."""
+    x = special_rows(make_x((6,), 200, dtype))
+    xf = x.float()
+    xf[4, ::3] *= torch.exp2(torch.empty(67, device=DEVICE).uniform_(-40, 40))
+    xf[3, 100:] *= torch.exp2(torch.empty(100, device=DEVICE).uniform_(-120, -100))  # tiny (float32 only)
+    xf[5, :4] = torch.tensor([float("inf"), float("-inf"), 3e38 if dtype != torch.float16 else 6e4, -0.0])
+    if dtype == torch.float32:
+        xf[5, 4:8] = torch.tensor([float("nan"), 1e-40, -3e-39, 2.0**-126])
+    x = xf.to(dtype)
+    section = config()[tq._family(x.device.type)]["per_tensor"]
+    for scale in static_scale_cases(x):
+        static = torch.tensor([scale], dtype=torch.float32, device=DEVICE)
+        section["static_split"] = False
+        tq.clear_caches()
+        want = run_per_tensor(x, fmt, static)
+        section["static_split"] = True
+        tq.clear_caches()
+        assert tq.per_tensor_static_split(x.device.type)
+        got = run_per_tensor(x, fmt, static)
+        assert torch.equal(got[1], want[1]) or (got[1].isnan().all() and want[1].isnan().all()), scale
+        qb, wb = got[0].view(torch.uint8), want[0].view(torch.uint8)
+        assert torch.equal(qb, wb), (f"scale {scale!r} {dtype}: {int((qb != wb).sum())} bytes differ; first at "
+                                     f"{[int(i) for i in (qb != wb).nonzero()[0]]}: {qb[qb != wb][0].item():#04x} "
+                                     f"want {wb[qb != wb][0].item():#04x}")
+    finite = torch.isfinite(x).all(-1)
+    static = (x[finite].float().abs().amax() / 448).reshape(1)  # a calibration's scale
+    check(*run_per_tensor(x[finite], fmt, static), *ref.per_tensor_quant(x[finite].contiguous(), static, fmt), fmt,
+          "static split vs reference")
+
+
 def test_per_tensor_config_options_parse(config):
     assert tq.per_tensor_variant_params("cpu") == (0, False, False)  # absent: the shipped kernel
     config()[tq._family("cpu")]["per_tensor"]["rcp_div"] = "fast"
     tq.clear_caches()
     with pytest.raises(ValueError, match="rcp_div"):
         tq.per_tensor_variant_params("cpu")
+    assert tq.per_tensor_static_split("cpu") is False
+    config()[tq._family("cpu")]["per_tensor"]["static_split"] = "yes"
+    tq.clear_caches()
+    with pytest.raises(ValueError, match="static_split"):
+        tq.per_tensor_static_split("cpu")
     tq.clear_caches()
 
 
@@ -649,6 +703,19 @@ def test_sweep_per_tensor_candidates_reach_the_launcher(seed, config):
         assert tq.per_tensor_variant_params("cpu") == ({False: 0, True: 1, "split": 2}[s["rcp"]], s["sat"], s["rev"])
         if s["block"] is None and s["amax"] is None:  # the big tiles / grids are slow under the interpreter
             assert_same_codes(run_per_tensor(x, FN), want, x, sweep.name(s))
+    static = (x.float().abs().amax() / 448).reshape(1)
+    section.clear()
+    section.update(copy.deepcopy(shipped))
+    tq.clear_caches()
+    want_static = run_per_tensor(x, FN, static)
+    for s in sweep.candidates("per_tensor_quant_static", 4096, quick=False)[1:]:
+        section.clear()
+        section.update(copy.deepcopy(shipped))
+        sweep.apply(section, s)
+        tq.clear_caches()
+        assert tq.per_tensor_static_split("cpu") == s["ssplit"], sweep.name(s)
+        if s["block"] is None:
+            assert_same_codes(run_per_tensor(x, FN, static), want_static, x, sweep.name(s) + " static")
 
 
 # --- the group kernels' division variants (rcp_div / sat_cvt, each group's scale as a row's) ----------

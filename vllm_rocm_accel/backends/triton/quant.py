@@ -101,7 +101,8 @@ def per_tensor_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tupl
 @functools.lru_cache(maxsize=None)
 def per_tensor_variant_params(device_type: str) -> tuple[int, bool, bool]:
     """(RCP_DIV, sat_cvt, reverse) of the dynamic per-tensor quantize kernel, from the per_tensor
-    section's optional keys (absent = off, today's kernel; none of them changes a bit, -0.0 aside):
+    section's optional keys (absent = off, today's kernel; none of them changes a bit, rcp_div
+    ``"mul"`` aside):
 
     * ``rcp_div`` (false, true or ``"split"``) and ``sat_cvt`` (bool): as per_token's
       (:func:`row_variant_params`), with the tensor's one scale, whose reciprocal constants each
@@ -113,6 +114,18 @@ def per_tensor_variant_params(device_type: str) -> tuple[int, bool, bool]:
     division and the clamp, in tile order."""
     section = _family_config(device_type)["per_tensor"]
     return (*division_variant(section, "quant.json: per_tensor"), bool(section.get("reverse", False)))
+
+
+@functools.lru_cache(maxsize=None)
+def per_tensor_static_split(device_type: str) -> bool:
+    """The per_tensor section's optional ``static_split`` (bool, absent = false): static scales take
+    the quantize kernel's ANY_SCALE path (the split division where the scale lies in [2**-60, 2**60],
+    with a saturating select for quotients past 2**64; the per-element IEEE division for other
+    scales): the same bits as the IEEE division either way (kernels/triton/quant.py _div_static)."""
+    on = _family_config(device_type)["per_tensor"].get("static_split", False)
+    if not isinstance(on, bool):
+        raise ValueError(f"quant.json: per_tensor static_split must be true or false, got {on!r}")
+    return on
 
 
 @functools.lru_cache(maxsize=None)
@@ -222,7 +235,7 @@ def division_variant(section: dict, source: str = "quant.json") -> tuple[int, bo
     = off), for the kernels with one scale per tile: the dynamic per-tensor quantize kernel and the
     group kernels (per-token-group quant, the fused silu + group quant; each group's scale in the
     role of a row's). As per_token's (:func:`row_variant_params`): the same bits as the IEEE division
-    and the clamp (-0.0 aside: ``"split"`` may give +0 on a GPU); ``sat_cvt`` only without SW_FP8
+    and the clamp (``"mul"`` aside: within one FP8 step); ``sat_cvt`` only without SW_FP8
     (the launchers)."""
     return _rcp_div_code(section, source), bool(section.get("sat_cvt", False))
 
@@ -239,6 +252,7 @@ def clear_caches() -> None:
     format_params.cache_clear()
     per_tensor_params.cache_clear()
     per_tensor_variant_params.cache_clear()
+    per_tensor_static_split.cache_clear()
     per_token_group_variant.cache_clear()
     per_token_params.cache_clear()
     per_token_variant_params.cache_clear()
@@ -360,12 +374,14 @@ def per_tensor_quant(q_out: torch.Tensor, scale_out: torch.Tensor, x: torch.Tens
         scale_in, write_scale = scale_out, False
         rcp_div, sat, reverse = per_tensor_variant_params(dev)
         sat = sat and not sw
+        any_scale = False
     else:
         scale_in, write_scale = static_scale, True
         rcp_div, sat, reverse = 0, False, False
-    # constexprs: WRITE_SCALE, ROWS, BLOCK_N, FP8_MAX, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT, REVERSE
+        any_scale = per_tensor_static_split(dev)
+    # constexprs: WRITE_SCALE, ROWS, BLOCK_N, FP8_MAX, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT, REVERSE, ANY_SCALE
     _QUANT.launch((n_tiles,), (x, xs, q, qs, scale_in, scale_out, n_rows, n_cols),
-                  (write_scale, rows_pp, block, fmax, sw, fnuz, idx64, rcp_div, sat, reverse), warps)
+                  (write_scale, rows_pp, block, fmax, sw, fnuz, idx64, rcp_div, sat, reverse, any_scale), warps)
 
 
 def per_token_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor,

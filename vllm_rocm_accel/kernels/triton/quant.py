@@ -16,17 +16,17 @@ Semantics (``vllm_rocm_accel.fp8``; reference ``backends/torch/quant.py``), floa
   launcher sets it on GPUs and clears it on the CPU, where torch divides: either way the
   scales are bit-identical to the reference on the same device (they differ by <= 1 ulp).
 * RCP_DIV (the whole-row and chunked per-token kernels, the dynamic per-tensor quantize kernel,
-  and the fused norm + quant ones): how ``x / scale`` is taken, always the bits of ``div_rn``
-  (but see -0.0 below): 0 per element (a reciprocal, two refinements, a range check and a
-  slow-path branch: ~10 instructions on sm_90); 1 through the row's reciprocal and two exact
-  corrections (:func:`_div_rcp`, ~8 with its special-case select); 2 from a two-term reciprocal of the row and one correction (:func:`_div_split`, 4),
+  and the fused norm + quant ones): how ``x / scale`` is taken, the bits of ``div_rn`` for 0-2 (3
+  below): 0 per element (a reciprocal, two refinements, a range check and a slow-path branch: ~10
+  instructions on sm_90); 1 through the row's reciprocal and two exact corrections
+  (:func:`_div_rcp`, ~8 with its special-case select); 2 from a two-term reciprocal of the row and
+  one correction (:func:`_div_split`, 4),
   valid where no finite scale meets an infinite or overflowing quotient, i.e. not with a
   ``scale_ub`` (the launchers use 1 there) or a static per-tensor scale (the launcher uses 0).
-  On a GPU, 2 may give +0 where ``div_rn`` gives -0 (x = -0.0): the same value, code 0x00 instead
-  of 0x80 (seen on the H200 while the negations were written ``-v``, which Triton 3.6 lowers to
-  ``0 - v``, +0 for v = +0; the ``v * -1.0`` now used is a true negation and keeps the sign:
-  0x80 on the H200 for per-token, per-token-group and per-tensor quant, tests/gpu/test_quant_gpu.py).
-  The other tests count both zeros as one code.
+  -0.0 keeps its sign (0x80) with 2 as well: its negations are written ``v * -1.0``, a true
+  negation (an x of -0.0 came out as +0 on the H200 while they were ``-v``, which Triton 3.6
+  lowers to ``0 - v``; tests/gpu/test_quant_gpu.py checks 0x80 for per-token, per-token-group and
+  per-tensor quant). The other tests count both zeros as one code.
   3 (``"mul"``, the one choice that is *not* bit for bit): ``x * rh``, the product with the row's
   correctly rounded reciprocal, one FP32 operation an element, as vLLM's and AITER's quant kernels
   take it (they multiply by an inverted scale). The product is within about 1.5 float32 ulp of the
@@ -171,6 +171,27 @@ def _div_split(xf, s, rh, rd, rl):
     # (sm_90 SASS: per_token_quant at H = 4096, 482 -> 418 instructions a thread; the same bits)
     r = tl.fma(q0, s, xf * -1.0)
     return tl.fma(r * -1.0, rh, q0)
+
+
+STATIC_SPLIT_MIN = tl.constexpr(2.0**-60)  # static scales :func:`_div_static` takes (others: div_rn)
+STATIC_SPLIT_MAX = tl.constexpr(2.0**60)
+TWO_POW_64 = tl.constexpr(2.0**64)
+SATURATING = tl.constexpr(1e30)  # a factor that takes |x| > 16 past any FP8 max
+
+
+@triton.jit
+def _div_static(xf, s, rh, rd, rl, scale):
+    """``div_rn(xf, scale)`` bit for bit for a static ``scale`` in [STATIC_SPLIT_MIN, STATIC_SPLIT_MAX]
+    (``s, rh, rd, rl``: its :func:`_split_rcp` constants), any float32 ``xf``: :func:`_div_split`,
+    except where |xf| > scale * 2**64 (an infinite x, or a quotient that could overflow, where the
+    split's remainder would be inf - inf): there ``xf * 1e30``, which the clamp takes to +-FP8_MAX
+    as it takes the IEEE quotient (|quotient| > 2**64, or inf). In that scale range the split's
+    conditions hold for every quotient that can reach a nonzero FP8 code: the remainder underflows
+    only for |xf| < 2**-102, i.e. quotients below 2**-42, and ``rd``, ``rl`` and ``xf * rl`` are
+    normal numbers wherever the quotient is above that. 3 operations an element more than the split
+    (a compare, a product, a select), against ~20 more for the per-element IEEE division on sm_90."""
+    q = _div_split(xf, s, rh, rd, rl)
+    return tl.where(tl.abs(xf) > scale * TWO_POW_64, xf * SATURATING, q)
 
 
 @triton.jit
@@ -352,19 +373,24 @@ def quant_with_scale_kernel(
     RCP_DIV: tl.constexpr,
     SAT_CVT: tl.constexpr,
     REVERSE: tl.constexpr,
+    ANY_SCALE: tl.constexpr,
 ):
     """``q <- quantize(x, *scale_ptr)`` over one [ROWS, BLOCK_N] tile per program (1-D grid,
     row block major). Static scales: WRITE_SCALE makes program 0 copy the scale to
     ``scale_out_ptr`` (a different buffer from the one read, so no program reads a half-written
     value); dynamic ones were written by :func:`amax_scale_kernel` and are only read here.
 
+    ANY_SCALE (static scales only, with RCP_DIV, SAT_CVT and REVERSE off): the bits of ``div_rn``
+    and the clamp, through :func:`_div_static` where the scale allows it (a uniform branch per
+    program), per element otherwise.
+
     For dynamic scales only (the launcher keeps all three off with a static scale, which may be
     any float and so meet overflowing quotients or an underflowing remainder):
 
     * RCP_DIV / SAT_CVT as in the per-token kernels (module docstring), with the tensor's one scale
       loaded into a [ROWS] column, so its reciprocal constants (:func:`_row_consts`) are computed
-      once per program: the bits of ``div_rn`` and the clamp, save that with RCP_DIV 2 on a GPU an
-      x of -0.0 may come out as +0 (0x00 instead of 0x80; the same value), as per-token's does;
+      once per program: the bits of ``div_rn`` and the clamp (RCP_DIV 3 aside: within one FP8
+      step, module docstring);
     * REVERSE: program p takes tile n_tiles - 1 - p, so the tiles read first are the last ones the
       amax kernel's programs (tiles p, p + G, ...) read, the likeliest to be still in L2.
     """
@@ -384,7 +410,14 @@ def quant_with_scale_kernel(
     cols = pid_c * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0)
-    if RCP_DIV or SAT_CVT:
+    if ANY_SCALE:
+        if (scale >= STATIC_SPLIT_MIN) & (scale <= STATIC_SPLIT_MAX):  # NaN, <= 0 and inf fail: per element
+            col = tl.load(scale_ptr + tl.zeros([ROWS], dtype=tl.int32)).to(tl.float32)  # the scale, ROWS times
+            sdiv, rh, rd, rl = _row_consts(col, ROWS, 2)
+            q = _encode(_div_static(x.to(tl.float32), sdiv, rh, rd, rl, scale), q_ptr, FP8_MAX, SW_FP8, FNUZ)
+        else:
+            q = _quantize(x.to(tl.float32), scale, q_ptr, FP8_MAX, SW_FP8, FNUZ)
+    elif RCP_DIV or SAT_CVT:
         col = tl.load(scale_ptr + tl.zeros([ROWS], dtype=tl.int32)).to(tl.float32)  # the scale, ROWS times
         sdiv, rh, rd, rl = _row_consts(col, ROWS, RCP_DIV)
         q = _quantize_row(x.to(tl.float32), sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
