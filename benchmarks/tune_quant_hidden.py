@@ -179,11 +179,11 @@ def name(s: dict) -> str:
                               if s[key] is not None]
         parts += [f"{s['warps']}w"] if s["warps"] is not None else []
         parts += [RCP_NAMES[s["rcp"]]] if s["rcp"] else []
-        return " ".join(parts + [f for f, on in (("sat", s["sat"]), ("rev", s["rev"]), ("ssplit", s.get("ssplit")))
+        return " ".join(parts + [f for f, on in (("sat", s["sat"]), ("rev", s["rev"]), ("ssplit", s["ssplit"]))
                                  if on])
     base = (f"whole r{s['rows']} {s['warps']}w" if k == "whole"
             else f"{k} {s['chunk']} r{s['rows']} {s['warps']}w")
-    base += f" nreg{s['nreg']}" if s.get("nreg") else ""
+    base += f" nreg{s['nreg']}" if s["nreg"] else ""
     flags = [RCP_NAMES[s["rcp"]]] if s["rcp"] else []
     flags += [f for f, on in (("sat", s["sat"]), ("wE", s["we"]), ("lp", s["lp"]), ("hints", s["hints"])) if on]
     return " ".join([base] + flags)
@@ -196,7 +196,7 @@ def apply(section: dict, s: dict, hiddens=None) -> None:
     if s["kind"] == "default":
         return
     if s["kind"] == "tensor":  # the per_tensor section
-        section.update(rcp_div=s["rcp"], sat_cvt=s["sat"], reverse=s["rev"], static_split=s.get("ssplit", False))
+        section.update(rcp_div=s["rcp"], sat_cvt=s["sat"], reverse=s["rev"], static_split=s["ssplit"])
         if s["amax"] is not None:
             section["amax_programs"] = s["amax"]
         for table in section["tables"].values():
@@ -212,7 +212,7 @@ def apply(section: dict, s: dict, hiddens=None) -> None:
     if s["kind"] == "whole":
         section.update(single_pass_max_cols=BIG, padded_looped_min_rows=NEVER,
                        tables={"default": [{"max_cols": BIG, "rows_per_program": s["rows"], "num_warps": s["warps"]}]})
-        if s.get("nreg"):
+        if s["nreg"]:
             section["tables"]["default"][0]["maxnreg_without_residual"] = s["nreg"]
     else:
         section["chunked"] = [{"max_cols": BIG, "min_rows": 1, "chunk": s["chunk"], "rows_per_program": s["rows"],
@@ -251,7 +251,7 @@ def make_inputs(op: str, tokens: int, hidden: int, special: bool):
         x[3, ::7] = 2.0 ** -9  # FP8 subnormal steps after the scale
     x = x.to(torch.bfloat16)
     if op == "per_tensor_quant_static":  # the scale a calibration would give
-        return dict(x=x, static=(x.float().abs().amax() / torch.finfo(FMT).max).reshape(1))
+        return dict(x=x, static=bench_quant._static_scale(x, FMT))
     if op in QUANT_OPS:
         return dict(x=x)
     r = (torch.randn(tokens, hidden, device=DEVICE, generator=g)).to(torch.bfloat16)
@@ -357,7 +357,7 @@ def flags_of(s: dict) -> tuple:
 
 def layout_of(s: dict) -> tuple:
     return ("default",) if s["kind"] == "default" else (s["kind"], s["chunk"], s["rows"], s["warps"], s["hints"],
-                                                        s.get("nreg"))
+                                                        s["nreg"])
 
 
 def tensor_proposal(results: list, hiddens: list, shipped: dict) -> dict:
@@ -452,7 +452,7 @@ def section_proposal(results: list, ops: list, hiddens: list, shipped: dict, fil
             keep = f"; single_pass_max_idle >= {idle:.3f} so H = {h} stays single pass" if idle else ""
             tables_notes.append(f"tables.default: the bracket covering H = {h} (BLOCK_N {tq._pow2_ceil(h)}) -> "
                                 f"rows_per_program {s['rows']}, num_warps {s['warps']}"
-                                + (f", maxnreg_without_residual {s['nreg']}" if s.get("nreg") else "") + keep)
+                                + (f", maxnreg_without_residual {s['nreg']}" if s["nreg"] else "") + keep)
         chunked.append(entry)
     chunked.sort(key=lambda e: e["max_cols"])
     # widths below the smallest measured one keep their old path: a bracket that never applies

@@ -416,7 +416,8 @@ def assert_within_a_step_at_midpoints(got, want, x, fmt, msg, max_fraction: floa
         quotient = (x.double() / s.double())[diff]
         mid = (q.double()[diff] + qw.double()[diff]) / 2
         off = (quotient - mid).abs() / mid.abs()
-        assert (off <= 2.0 ** -21).all(), f"{msg}: a code moved where x / scale is {off.max().item():.2e} from a midpoint"
+        assert (off <= 2.0 ** -21).all(), (f"{msg}: a code moved where x / scale is {off.max().item():.2e} "
+                                           "from a midpoint")
     return n
 
 
@@ -449,7 +450,8 @@ def test_per_token_mul_division_moves_codes_only_at_midpoints(seed, config, monk
     zeros = x == 0
     assert torch.equal(got[0].view(torch.uint8)[zeros], want[0].view(torch.uint8)[zeros]), "signed zeros"
     got_ub = run_per_token(x, fmt, ub)
-    assert torch.equal(got_ub[0].view(torch.uint8), want_ub[0].view(torch.uint8)) and torch.equal(got_ub[1], want_ub[1])
+    assert torch.equal(got_ub[0].view(torch.uint8), want_ub[0].view(torch.uint8))
+    assert torch.equal(got_ub[1], want_ub[1])
     qr, sr = ref.per_token_quant(x, fmt, None)
     assert_close_verbose(got[1], sr, atol=0, rtol=1e-6, msg="mul scales")
     ulp = dequant(fp8_ulp(qr.double(), fmt), sr)

@@ -51,6 +51,18 @@ def section(cfg: dict, family_name: str) -> dict:
     return cfg.get(family_name) or cfg["cuda"]
 
 
+def dtype_table(section: dict, dtype: torch.dtype) -> list:
+    """A section's launch table for ``dtype``: ``tables["bfloat16"]`` (etc.) where the section has
+    one, else ``tables["default"]``."""
+    tables = section["tables"]
+    return tables.get(str(dtype).removeprefix("torch."), tables["default"])
+
+
+def bracket(entries: list, n: int) -> dict:
+    """The first of ``entries`` (sorted by ``max_cols``) with ``n <= max_cols``, else the last."""
+    return next((e for e in entries if n <= e["max_cols"]), entries[-1])
+
+
 def pow2(name: str, value: int, source: str, minimum: int = 1) -> int:
     """``value`` if it is a power of two >= ``minimum``, else a ValueError naming the config file
     ``source`` (e.g. ``"quant.json"``) and its field ``name``."""

@@ -31,10 +31,11 @@ import torch
 from ...fp8 import AMAX_FLOOR
 from ...kernels.triton import fused_quant as _k
 from . import config_data
+from .config_data import bracket, dtype_table
 from .config_data import family as _family
 from .fast_launch import FastLauncher
 from .norm import _row_stride, _weight_reason
-from .quant import (_encoded, _format_reason, _table, _token_stride, _x_reason, format_params, group_kernel_params,
+from .quant import (_encoded, _format_reason, _token_stride, _x_reason, format_params, group_kernel_params,
                     division_variant, row_kernel_params, row_variant_params)
 
 _config = config_data.loader("fused_quant")  # a module attribute: tests and tuners replace it
@@ -73,9 +74,7 @@ def maxnreg_of(section: dict, n_cols: int, dtype: torch.dtype, residual: bool) -
     """:func:`norm_quant_maxnreg` of a config section."""
     if residual:
         return None
-    table = _table(section, dtype)
-    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])  # row_kernel_params' entry
-    cap = entry.get("maxnreg_without_residual")
+    cap = bracket(dtype_table(section, dtype), n_cols).get("maxnreg_without_residual")  # row_kernel_params' entry
     if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or not 16 <= cap <= 255):
         raise ValueError(f"fused_quant.json: rms_norm_quant maxnreg_without_residual must be an integer in "
                          f"[16, 255], got {cap!r}")

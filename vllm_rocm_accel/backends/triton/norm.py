@@ -41,9 +41,7 @@ def _launch_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[b
     fam = config_data.section(_config(), _family(device_type))
     if n_cols > fam["single_pass_max_cols"]:
         return True, int(fam["looped_block"]), 1, int(fam["looped_num_warps"])
-    tables = fam["tables"]
-    table = tables.get(str(dtype).removeprefix("torch."), tables["default"])
-    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
+    entry = config_data.bracket(config_data.dtype_table(fam, dtype), n_cols)
     rows = pow2("rows_per_program", int(entry["rows_per_program"]), "norm.json")
     return False, triton.next_power_of_2(n_cols), rows, int(entry["num_warps"])
 

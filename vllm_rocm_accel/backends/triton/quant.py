@@ -33,7 +33,7 @@ from ...fp8 import AMAX_FLOOR, FNUZ, FP8_DTYPES, fp8_max
 from ...kernels.triton import quant as _k
 from . import config_data
 from .config_data import family as _family
-from .config_data import pow2, pow2_ceil
+from .config_data import bracket, dtype_table, pow2, pow2_ceil
 from .fast_launch import FastLauncher
 from .norm import _row_stride  # the row geometry the norm launcher uses, shared
 
@@ -67,11 +67,6 @@ def _family_config(device_type: str) -> dict:
     return config_data.section(_config(), _family(device_type))
 
 
-def _table(section: dict, dtype: torch.dtype) -> list:
-    tables = section["tables"]
-    return tables.get(str(dtype).removeprefix("torch."), tables["default"])
-
-
 _pow2_ceil = pow2_ceil  # the name benchmarks/tune_quant_hidden.py reads
 
 
@@ -91,8 +86,7 @@ def format_params(device_type: str, fmt: torch.dtype) -> tuple[float, bool, bool
 def per_tensor_params(device_type: str, n_cols: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
     """(BLOCK_N, rows_per_program, num_warps, amax_programs) for rows of ``n_cols`` elements."""
     section = _family_config(device_type)["per_tensor"]
-    table = _table(section, dtype)
-    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
+    entry = bracket(dtype_table(section, dtype), n_cols)
     block = min(pow2("block_n", int(entry["block_n"]), "quant.json"), pow2_ceil(n_cols))
     rows = pow2("rows_per_program", int(entry["rows_per_program"]), "quant.json")
     return block, rows, int(entry["num_warps"]), max(1, int(section["amax_programs"]))
@@ -140,13 +134,12 @@ def row_kernel_params(section: dict, n_cols: int, dtype: torch.dtype,
     """The per-token launch choice from a config ``section`` of that shape (shared with the fused
     norm + quant kernels): whole rows in one pass, or the looped kernel for long / padded rows."""
     looped = section["looped"]
-    lentry = next((e for e in looped if n_cols <= e["max_cols"]), looped[-1])
+    lentry = bracket(looped, n_cols)
     lblock, lwarps = pow2("looped block", int(lentry["block"]), source), int(lentry["num_warps"])
     block = pow2_ceil(n_cols)
     if n_cols > section["single_pass_max_cols"]:
         return 0, block, 1, lwarps, lblock, lwarps
-    table = _table(section, dtype)
-    entry = next((e for e in table if n_cols <= e["max_cols"]), table[-1])
+    entry = bracket(dtype_table(section, dtype), n_cols)
     idle = 1 - n_cols / block  # share of a single-pass tile that padding leaves idle
     padded = n_cols > lblock and idle > section["single_pass_max_idle"]
     looped_from = int(section["padded_looped_min_rows"]) if padded else _NEVER
@@ -225,7 +218,7 @@ def group_kernel_params(section: dict, group_size: int, dtype: torch.dtype,
         (int(e["max_tiles"]),
          max(1, pow2("elements_per_program", int(e["elements_per_program"]), source) // block_g),
          int(e["num_warps"]))
-        for e in _table(section, dtype)
+        for e in dtype_table(section, dtype)
     )
     return block_g, brackets
 

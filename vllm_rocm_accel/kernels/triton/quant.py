@@ -180,10 +180,10 @@ SATURATING = tl.constexpr(1e30)  # a factor that takes |x| > 16 past any FP8 max
 
 
 @triton.jit
-def _div_static(xf, s, rh, rd, rl, scale):
-    """``div_rn(xf, scale)`` bit for bit for a static ``scale`` in [STATIC_SPLIT_MIN, STATIC_SPLIT_MAX]
+def _div_static(xf, s, rh, rd, rl):
+    """``div_rn(xf, s)`` bit for bit for a static scale ``s`` in [STATIC_SPLIT_MIN, STATIC_SPLIT_MAX]
     (``s, rh, rd, rl``: its :func:`_split_rcp` constants), any float32 ``xf``: :func:`_div_split`,
-    except where |xf| > scale * 2**64 (an infinite x, or a quotient that could overflow, where the
+    except where |xf| > s * 2**64 (an infinite x, or a quotient that could overflow, where the
     split's remainder would be inf - inf): there ``xf * 1e30``, which the clamp takes to +-FP8_MAX
     as it takes the IEEE quotient (|quotient| > 2**64, or inf). In that scale range the split's
     conditions hold for every quotient that can reach a nonzero FP8 code: the remainder underflows
@@ -191,7 +191,7 @@ def _div_static(xf, s, rh, rd, rl, scale):
     normal numbers wherever the quotient is above that. 3 operations an element more than the split
     (a compare, a product, a select), against ~20 more for the per-element IEEE division on sm_90."""
     q = _div_split(xf, s, rh, rd, rl)
-    return tl.where(tl.abs(xf) > scale * TWO_POW_64, xf * SATURATING, q)
+    return tl.where(tl.abs(xf) > s * TWO_POW_64, xf * SATURATING, q)
 
 
 @triton.jit
@@ -273,6 +273,12 @@ def _row_consts(scale, ROWS: tl.constexpr, RCP_DIV: tl.constexpr):
     else:
         sdiv, rh, rd, rl = scale, scale, scale, scale  # only sdiv is read
     return sdiv[:, None], rh[:, None], rd[:, None], rl[:, None]
+
+
+@triton.jit
+def _scale_consts(scale_ptr, ROWS: tl.constexpr, RCP_DIV: tl.constexpr):
+    """:func:`_row_consts` of the one scale at ``scale_ptr``, loaded as a [ROWS] column."""
+    return _row_consts(tl.load(scale_ptr + tl.zeros([ROWS], dtype=tl.int32)).to(tl.float32), ROWS, RCP_DIV)
 
 
 @triton.jit
@@ -412,14 +418,12 @@ def quant_with_scale_kernel(
     x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0)
     if ANY_SCALE:
         if (scale >= STATIC_SPLIT_MIN) & (scale <= STATIC_SPLIT_MAX):  # NaN, <= 0 and inf fail: per element
-            col = tl.load(scale_ptr + tl.zeros([ROWS], dtype=tl.int32)).to(tl.float32)  # the scale, ROWS times
-            sdiv, rh, rd, rl = _row_consts(col, ROWS, 2)
-            q = _encode(_div_static(x.to(tl.float32), sdiv, rh, rd, rl, scale), q_ptr, FP8_MAX, SW_FP8, FNUZ)
+            sdiv, rh, rd, rl = _scale_consts(scale_ptr, ROWS, 2)
+            q = _encode(_div_static(x.to(tl.float32), sdiv, rh, rd, rl), q_ptr, FP8_MAX, SW_FP8, FNUZ)
         else:
             q = _quantize(x.to(tl.float32), scale, q_ptr, FP8_MAX, SW_FP8, FNUZ)
     elif RCP_DIV or SAT_CVT:
-        col = tl.load(scale_ptr + tl.zeros([ROWS], dtype=tl.int32)).to(tl.float32)  # the scale, ROWS times
-        sdiv, rh, rd, rl = _row_consts(col, ROWS, RCP_DIV)
+        sdiv, rh, rd, rl = _scale_consts(scale_ptr, ROWS, RCP_DIV)
         q = _quantize_row(x.to(tl.float32), sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
     else:
         q = _quantize(x.to(tl.float32), scale, q_ptr, FP8_MAX, SW_FP8, FNUZ)
