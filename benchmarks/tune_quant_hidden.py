@@ -25,7 +25,9 @@ between them; names list what they turn on):
   (block_n B, rows_per_program R, num_warps W; absent: shipped) and amax_programs A, with the
   quantize kernel's ``split`` / ``rcp`` / ``sat`` (as below, one scale for the tensor) and ``rev``
   (``reverse``: its program p takes tile n_tiles - 1 - p, the amax kernel's last-read tiles first,
-  likeliest still in L2);
+  likeliest still in L2), and ``flatB/Ww``: the section's flat tiles (dense x as one row, B elements a
+  program, W warps; without it the row tiles); per_tensor_quant_static: ``ssplit`` (static_split, the
+  guarded split division) and ``ssat`` (static_sat_cvt: no clamp before the saturating conversion);
 * section-wide flags, none of which changes a bit (kernels/triton/quant.py): ``rcp`` / ``split``
   (``rcp_div`` true / "split": q = x / scale through the row's reciprocal and two corrections, or a
   two-term reciprocal and one correction: 4 FP32 operations instead of ~10 for ``div_rn``), ``sat``
@@ -110,11 +112,13 @@ def spec(kind: str, *, chunk: int = 1024, rows: int = 1, warps: int = 4, rcp=Fal
 
 
 def tensor_spec(*, block=None, rows=None, warps=None, amax=None, rcp=False, sat=False, rev=False,
-                ssplit=False) -> dict:
+                ssplit=False, ssat=False, flat=None) -> dict:
     """A per_tensor candidate: None keeps the shipped table's / amax_programs value; ssplit: the
-    section's static_split (static scales through the guarded split division)."""
+    section's static_split (static scales through the guarded split division); ssat: its
+    static_sat_cvt (no clamp before the saturating conversion, static scales); flat: (block, warps),
+    the section's flat tiles for every size (dense x as one row: no partly masked column tiles)."""
     return dict(kind="tensor", block=block, rows=rows, warps=warps, amax=amax, rcp=rcp, sat=sat, rev=rev,
-                ssplit=ssplit)
+                ssplit=ssplit, ssat=ssat, flat=flat)
 
 
 def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
@@ -123,16 +127,20 @@ def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
     (module docstring) make plausible, not a grid."""
     pow2 = hidden == tq._pow2_ceil(hidden)
     S = dict(rcp="split", sat=True)
-    if op == "per_tensor_quant_static":  # the quantize kernel alone; tiles shared with the dynamic form
-        full = [tensor_spec(ssplit=True), tensor_spec(ssplit=True, warps=4), tensor_spec(ssplit=True, rows=2),
-                tensor_spec(ssplit=True, block=2048, rows=2), tensor_spec(ssplit=True, block=1024, rows=4, warps=4),
-                tensor_spec(rows=2)]
+    if op == "per_tensor_quant_static":  # the quantize kernel alone; row tiles shared with the dynamic form
+        X = dict(ssplit=True, ssat=True)
+        full = [tensor_spec(flat=(4096, 8), **X), tensor_spec(flat=(8192, 8), **X), tensor_spec(flat=(2048, 4), **X),
+                tensor_spec(flat=(4096, 4), **X), tensor_spec(flat=(8192, 16), **X), tensor_spec(flat=(16384, 16), **X),
+                tensor_spec(flat=(4096, 8), ssplit=True), tensor_spec(flat=(4096, 8), ssat=True),
+                tensor_spec(flat=(4096, 8)), tensor_spec(**X), tensor_spec(ssplit=True), tensor_spec(ssplit=True, rows=2)]
         return [dict(kind="default")] + (full[:3] if quick else full)
     if op == "per_tensor_quant":  # shipped at H > 1024: block 2048, 1 row, 4 warps, 1024 amax programs
         T = dict(S, rev=True)
         full = [tensor_spec(**S), tensor_spec(rev=True), tensor_spec(**T), tensor_spec(rcp="split", rev=True),
                 tensor_spec(rcp=True, rev=True), tensor_spec(block=4096, **T), tensor_spec(block=1024, rows=2, **T),
-                tensor_spec(warps=8, block=4096, **T), tensor_spec(amax=2048, **T), tensor_spec(amax=528, **T)]
+                tensor_spec(warps=8, block=4096, **T), tensor_spec(amax=2048, **T), tensor_spec(amax=528, **T),
+                tensor_spec(flat=(4096, 8), **T), tensor_spec(flat=(8192, 8), **T), tensor_spec(flat=(2048, 4), **T),
+                tensor_spec(flat=(8192, 16), **T)]
         return [dict(kind="default")] + (full[:3] if quick else full)
     if op == "per_token_quant":
         if pow2:
@@ -179,8 +187,9 @@ def name(s: dict) -> str:
                               if s[key] is not None]
         parts += [f"{s['warps']}w"] if s["warps"] is not None else []
         parts += [RCP_NAMES[s["rcp"]]] if s["rcp"] else []
-        return " ".join(parts + [f for f, on in (("sat", s["sat"]), ("rev", s["rev"]), ("ssplit", s["ssplit"]))
-                                 if on])
+        parts += [f"flat{s['flat'][0]}/{s['flat'][1]}w"] if s["flat"] else []
+        return " ".join(parts + [f for f, on in (("sat", s["sat"]), ("rev", s["rev"]), ("ssplit", s["ssplit"]),
+                                                 ("ssat", s["ssat"])) if on])
     base = (f"whole r{s['rows']} {s['warps']}w" if k == "whole"
             else f"{k} {s['chunk']} r{s['rows']} {s['warps']}w")
     base += f" nreg{s['nreg']}" if s["nreg"] else ""
@@ -196,7 +205,11 @@ def apply(section: dict, s: dict, hiddens=None) -> None:
     if s["kind"] == "default":
         return
     if s["kind"] == "tensor":  # the per_tensor section
-        section.update(rcp_div=s["rcp"], sat_cvt=s["sat"], reverse=s["rev"], static_split=s["ssplit"])
+        section.update(rcp_div=s["rcp"], sat_cvt=s["sat"], reverse=s["rev"], static_split=s["ssplit"],
+                       static_sat_cvt=s["ssat"])
+        section.pop("flat", None)  # a candidate without flat tiles times the row tiles
+        if s["flat"]:
+            section["flat"] = [{"max_numel": BIG * BIG, "block": s["flat"][0], "num_warps": s["flat"][1]}]
         if s["amax"] is not None:
             section["amax_programs"] = s["amax"]
         for table in section["tables"].values():
@@ -383,6 +396,8 @@ def tensor_proposal(results: list, hiddens: list, shipped: dict) -> dict:
         out.update(fragment={}, notes=["the shipped per_tensor section stays"])
         return out
     frag = {"rcp_div": s["rcp"], "sat_cvt": s["sat"], "reverse": s["rev"]}
+    if s["flat"]:
+        frag["flat"] = [{"max_numel": BIG * BIG, "block": s["flat"][0], "num_warps": s["flat"][1]}]
     if s["amax"] is not None:
         frag["amax_programs"] = s["amax"]
     merged = copy.deepcopy(shipped)

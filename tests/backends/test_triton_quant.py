@@ -666,7 +666,9 @@ def test_per_tensor_config_options_parse(config):
     tq.clear_caches()
     with pytest.raises(ValueError, match="rcp_div"):
         tq.per_tensor_variant_params("cpu")
-    assert tq.per_tensor_static_split("cpu") is False
+    config()[tq._family("cpu")]["per_tensor"].pop("static_split", None)
+    tq.clear_caches()
+    assert tq.per_tensor_static_split("cpu") is False  # absent: the per-element division
     config()[tq._family("cpu")]["per_tensor"]["static_split"] = "yes"
     tq.clear_caches()
     with pytest.raises(ValueError, match="static_split"):
@@ -752,4 +754,103 @@ def test_group_variant_config_parses(config):
     tq.clear_caches()
     with pytest.raises(ValueError, match="rcp_div"):
         tq.per_token_group_variant("cpu")
+    tq.clear_caches()
+
+
+# --- flat tiles (per_tensor flat) -------------------------------------------------------------
+def use_flat(section: dict, block: int, warps: int = 4) -> None:
+    section["flat"] = [{"max_numel": 10**18, "block": block, "num_warps": warps}]
+    tq.clear_caches()
+
+
+def quantize_launches(monkeypatch) -> list:
+    """Record the quantize kernel's (grid, runtime args, constexprs) per call."""
+    seen = []
+    launch = tq._QUANT.launch
+
+    def spy(grid, args, constexprs, *rest, **kw):
+        seen.append((grid, args, constexprs))
+        return launch(grid, args, constexprs, *rest, **kw)
+
+    monkeypatch.setattr(tq._QUANT, "launch", spy)
+    return seen
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lead,hidden,row_pad,block,dense", [
+    ((9,), 300, 0, 256, True),     # 2700 elements: 11 flat tiles, the last masked; tiles span rows
+    ((4,), 128, 0, 128, True),     # EVEN: 4 whole tiles, no masks
+    ((2, 3), 96, 0, 64, True),     # N-D leading dims, EVEN (576 = 9 x 64)
+    ((1,), 700, 0, 4096, True),    # one row; the block capped at next_power_of_2(700) = 1024
+    ((5,), 123, 5, 128, False),    # strided rows: not dense, the row tiles serve it
+])
+def test_per_tensor_flat_tiles_give_the_row_tiles_bytes(seed, config, monkeypatch, fmt, lead, hidden, row_pad, block,
+                                                         dense):
+    """Dense x as one row of numel elements (the flat tiles): the row tiles' bytes and scale, dynamic
+    and static (IEEE and split division), on rows with zeros, -0.0, one huge value and FP8 subnormal
+    steps; strided x keeps the row tiles."""
+    rows = int(torch.tensor(lead).prod())
+    x = special_rows(make_x((max(rows, 4),), hidden + row_pad, torch.bfloat16))[:rows, :hidden].view(*lead, hidden)
+    static = (x.float().abs().amax() / fp8.fp8_max(fmt)).reshape(1) * 0.75  # some quotients saturate
+    section = config()[tq._family(x.device.type)]["per_tensor"]
+    section.pop("flat", None)  # the row tiles first
+    tq.clear_caches()
+    want = {(split, st): run_per_tensor(x, fmt, static if st else None) for split in (False, True)
+            for st in (False, True) if st or not split}
+    use_flat(section, block)
+    seen = quantize_launches(monkeypatch)
+    for (split, st), w in want.items():
+        section["static_split"] = split
+        tq.clear_caches()
+        got = run_per_tensor(x, fmt, static if st else None)
+        assert_same_codes(got, w, x, f"flat {block} {'static' if st else 'dynamic'} split={split}")
+        check(*got, *ref.per_tensor_quant(x.contiguous(), static if st else None, fmt), fmt, "flat vs reference")
+    numel = x.numel()
+    for grid, args, constexprs in seen:
+        n_rows, n_cols = args[-2:]
+        if dense:
+            cap = min(block, tq.pow2_ceil(numel))
+            assert (n_rows, n_cols, grid[0]) == (1, numel, -(-numel // cap)), (grid, n_rows, n_cols)
+            assert constexprs[2] == cap and constexprs[-1] == (numel % cap == 0)  # BLOCK_N, EVEN
+        else:
+            assert (n_rows, n_cols) == (rows, hidden)
+
+
+def test_per_tensor_flat_tiles_int64_offsets(seed, config, monkeypatch):
+    """IDX64 with flat tiles (int64 columns up to numel, in both kernels): the same bytes, forced by
+    lowering the bound."""
+    x = special_rows(make_x((7,), 123, torch.bfloat16))
+    static = (x.float().abs().amax() / 448).reshape(1)
+    want = [run_per_tensor(x, FN), run_per_tensor(x, FN, static)]
+    use_flat(config()[tq._family(x.device.type)]["per_tensor"], 128)
+    monkeypatch.setattr(tq, "_I32", 1)
+    assert_same_codes(run_per_tensor(x, FN), want[0], x, "flat idx64 dynamic")
+    assert_same_codes(run_per_tensor(x, FN, static), want[1], x, "flat idx64 static")
+
+
+def test_per_tensor_flat_and_static_sat_options_parse(config):
+    section = config()[tq._family("cpu")]["per_tensor"]
+    section.pop("flat", None)
+    tq.clear_caches()
+    assert tq.per_tensor_flat_params("cpu", 1000, torch.bfloat16) is None  # absent: the row tiles
+    section["flat"] = [{"max_numel": 2048, "block": 256, "num_warps": 2}, {"max_numel": 10**18, "block": 1024,
+                                                                           "num_warps": 8}]
+    tq.clear_caches()
+    assert tq.per_tensor_flat_params("cpu", 2048, torch.bfloat16) == (256, 2)
+    assert tq.per_tensor_flat_params("cpu", 2049, torch.bfloat16) == (1024, 8)
+    assert tq.per_tensor_flat_params("cpu", 100, torch.bfloat16) == (128, 2)  # capped at next_power_of_2(numel)
+    section["flat"] = {"default": [{"max_numel": 10**18, "block": 512, "num_warps": 4}],
+                       "float32": [{"max_numel": 10**18, "block": 256, "num_warps": 4}]}
+    tq.clear_caches()
+    assert tq.per_tensor_flat_params("cpu", 10**6, torch.float32) == (256, 4)
+    assert tq.per_tensor_flat_params("cpu", 10**6, torch.float16) == (512, 4)
+    section["flat"] = [{"max_numel": 10**18, "block": 300, "num_warps": 4}]
+    tq.clear_caches()
+    with pytest.raises(ValueError, match="flat block"):
+        tq.per_tensor_flat_params("cpu", 10**6, torch.float16)
+    assert tq.per_tensor_static_sat("cpu") is False
+    section["static_sat_cvt"] = 1
+    tq.clear_caches()
+    with pytest.raises(ValueError, match="static_sat_cvt"):
+        tq.per_tensor_static_sat("cpu")
     tq.clear_caches()

@@ -87,3 +87,52 @@ def test_negative_zero_keeps_its_sign_in_e4m3fn(op):
     assert (codes[:, ::5] == 0x80).all(), f"{op}: {int((codes[:, ::5] != 0x80).sum())} of -0.0 not 0x80"
     assert (codes[:, 1::5] == 0x00).all(), f"{op}: +0.0 not 0x00"
     assert torch.equal(codes[:, ::5], qr.view(torch.uint8)[:, ::5])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_static_scale_fast_paths_give_the_clamped_division_codes(seed, monkeypatch, dtype):
+    """per_tensor static scales through every combination of the fast paths (static_split: the guarded
+    split division; static_sat_cvt: no clamp before the native saturating conversion; flat tiles) give
+    the IEEE-division-and-clamp kernel's bytes, for scales whose quotients overflow float32 and ones the
+    split does not take; NaN inputs encode as NaN with static_sat_cvt (torch's reference too) where the
+    clamp gives +-FP8_MAX. Also against torch's reference, NaN aside."""
+    from helpers import edited_config
+    from vllm_rocm_accel.backends.triton import quant as tq
+
+    fmt = torch.float8_e4m3fn
+    x = torch.randn(64, 4032, device="cuda") * 3  # 258048 elements = 63 x 4096: EVEN flat tiles
+    x[1] *= torch.exp2(torch.empty(4032, device="cuda").uniform_(-40, 40))
+    x[2, :9] = torch.tensor([float("inf"), float("-inf"), 3e38, -3e38, float("nan"), -0.0, 1e-30, 6e4, -6e4])
+    x = x.to(dtype)
+    nan = x.isnan()
+    finite_amax = x[x.isfinite()].float().abs().amax().item()
+    scales = [finite_amax / 448, 0.01, 2.0**-50, 2.0**-59.5, 2.0**-70, 2.0**-120, 2.0**59, 2.0**65, 1e30]
+    for edited in edited_config(monkeypatch, tq):
+        section = edited["cuda"]["per_tensor"]
+        variants = [dict(static_split=a, static_sat_cvt=b, flat=f) for a in (False, True) for b in (False, True)
+                    for f in (None, [{"max_numel": 10**18, "block": 4096, "num_warps": 8}])]
+        for scale in scales:
+            static = torch.tensor([scale], device="cuda")
+            section.update(static_split=False, static_sat_cvt=False)
+            section.pop("flat", None)
+            tq.clear_caches()
+            want, _ = rocm_accel_ops.per_tensor_quant(x, static, dtype=fmt, backend="triton")
+            wb = want.view(torch.uint8)
+            qr, _ = rocm_accel_ops.per_tensor_quant(x, static, dtype=fmt, backend="torch")
+            assert torch.equal(wb[~nan], qr.view(torch.uint8)[~nan]), f"scale {scale}: clamp kernel vs torch"
+            for v in variants:
+                section.update(static_split=v["static_split"], static_sat_cvt=v["static_sat_cvt"])
+                section.pop("flat", None)
+                if v["flat"]:
+                    section["flat"] = v["flat"]
+                tq.clear_caches()
+                q, s = rocm_accel_ops.per_tensor_quant(x, static, dtype=fmt, backend="triton")
+                qb = q.view(torch.uint8)
+                assert torch.equal(s.reshape(1), static), f"scale {scale} {v}: the scale written"
+                diff = (qb != wb) & ~nan
+                assert not diff.any(), (f"scale {scale} {v}: {int(diff.sum())} bytes differ, first "
+                                        f"{[int(i) for i in diff.nonzero()[0]]}")
+                if v["static_sat_cvt"]:
+                    assert q[nan].float().isnan().all() and qr[nan].float().isnan().all(), f"scale {scale} {v}"
+                else:
+                    assert torch.equal(qb[nan], wb[nan])

@@ -6,7 +6,9 @@ the FP8 format, float32 scales), validates, and asks the ``supports_args_*`` pre
 * :func:`per_tensor_quant` -- dynamic: ``scale_out`` is zeroed, an amax kernel maxes the scale
   of its tiles into it atomically, then the quantize kernel reads it (optionally with the
   per-token kernels' cheaper exact division, and in reverse tile order: config ``per_tensor``);
-  static: one kernel quantizes with ``static_scale`` and copies it to ``scale_out``;
+  static: one kernel quantizes with ``static_scale`` and copies it to ``scale_out`` (optionally
+  through a guarded split division and the saturating conversion: config ``static_split`` /
+  ``static_sat_cvt``); dense x may take flat tiles, the tensor as one row (config ``flat``);
 * :func:`per_token_quant` -- one kernel: whole rows in registers, a looped two-pass kernel
   for rows too long for that or too far from a power of two, or (where the config's
   ``chunked`` brackets ask for it) whole rows as unrolled power-of-two chunks, read twice or
@@ -104,17 +106,48 @@ def per_tensor_variant_params(device_type: str) -> tuple[int, bool, bool]:
     * ``reverse`` (bool): the quantize kernel's program p takes tile n_tiles - 1 - p, so that it
       starts on the tiles the amax kernel read last (the likeliest still in L2).
 
-    Static scales (any float: overflowing quotients, underflowing remainders) keep the IEEE
-    division and the clamp, in tile order."""
+    Static scales (any float: overflowing quotients, underflowing remainders) take none of these,
+    and tile order: :func:`per_tensor_static_split` and :func:`per_tensor_static_sat` instead."""
     section = _family_config(device_type)["per_tensor"]
     return (*division_variant(section, "quant.json: per_tensor"), bool(section.get("reverse", False)))
+
+
+@functools.lru_cache(maxsize=None)
+def per_tensor_flat_params(device_type: str, numel: int, dtype: torch.dtype) -> Optional[tuple[int, int]]:
+    """(BLOCK, num_warps) of the per_tensor section's optional ``flat`` brackets (absent = None, the
+    row tiles): a list sorted by ``max_numel``, the first with numel <= max_numel (else the last)
+    giving ``block`` (elements per program, a power of two, capped at next_power_of_2(numel)) and
+    ``num_warps``. The launcher takes it for dense x (each row right after the previous, so the
+    tensor is one row of numel elements): no column tile is partly masked, whatever H is (7168 on
+    4096-wide row tiles left a quarter of every second tile idle), and only the last tile of all
+    is masked. Both kernels, dynamic and static; a bracket or a dtype table (``flat_tables``, as
+    ``tables``) per input dtype where ``flat`` is a dict of them."""
+    flat = _family_config(device_type)["per_tensor"].get("flat")
+    if not flat:
+        return None
+    entries = dtype_table({"tables": flat}, dtype) if isinstance(flat, dict) else flat
+    entry = next((e for e in entries if numel <= e["max_numel"]), entries[-1])
+    block = min(pow2("flat block", int(entry["block"]), "quant.json"), pow2_ceil(numel))
+    return block, int(entry["num_warps"])
+
+
+@functools.lru_cache(maxsize=None)
+def per_tensor_static_sat(device_type: str) -> bool:
+    """The per_tensor section's optional ``static_sat_cvt`` (bool, absent = false): static scales
+    skip the clamp before the native FP8 conversion. Only for families whose conversion saturates
+    (NVIDIA's ``cvt.rn.satfinite``: a quotient past FP8_MAX, inf included, gives +-FP8_MAX as the
+    clamp does); a NaN quotient then encodes as NaN, as torch's reference gives, not +-FP8_MAX."""
+    on = _family_config(device_type)["per_tensor"].get("static_sat_cvt", False)
+    if not isinstance(on, bool):
+        raise ValueError(f"quant.json: per_tensor static_sat_cvt must be true or false, got {on!r}")
+    return on
 
 
 @functools.lru_cache(maxsize=None)
 def per_tensor_static_split(device_type: str) -> bool:
     """The per_tensor section's optional ``static_split`` (bool, absent = false): static scales take
     the quantize kernel's ANY_SCALE path (the split division where the scale lies in [2**-60, 2**60],
-    with a saturating select for quotients past 2**64; the per-element IEEE division for other
+    x itself where that is NaN for a non-NaN x, past any FP8 max; the per-element IEEE division for other
     scales): the same bits as the IEEE division either way (kernels/triton/quant.py _div_static)."""
     on = _family_config(device_type)["per_tensor"].get("static_split", False)
     if not isinstance(on, bool):
@@ -246,6 +279,8 @@ def clear_caches() -> None:
     per_tensor_params.cache_clear()
     per_tensor_variant_params.cache_clear()
     per_tensor_static_split.cache_clear()
+    per_tensor_flat_params.cache_clear()
+    per_tensor_static_sat.cache_clear()
     per_token_group_variant.cache_clear()
     per_token_params.cache_clear()
     per_token_variant_params.cache_clear()
@@ -353,11 +388,16 @@ def per_tensor_quant(q_out: torch.Tensor, scale_out: torch.Tensor, x: torch.Tens
     dev = x.device.type
     fmax, fnuz, sw, rcp = format_params(dev, fmt)
     n_cols = x.shape[-1]
-    n_rows = x.numel() // n_cols
+    numel = x.numel()
+    n_rows = numel // n_cols
     block, rows_pp, warps, amax_progs = per_tensor_params(dev, n_cols, x.dtype)
+    flat = per_tensor_flat_params(dev, numel, x.dtype)
+    if flat is not None and (n_rows == 1 or (xs == n_cols and qs == n_cols)):  # dense: one row of numel
+        (block, warps), rows_pp, n_rows, n_cols, xs, qs = flat, 1, 1, numel, 0, 0
     idx64 = (n_rows + rows_pp) * max(xs, qs) + n_cols + block >= _I32
     # plain ints: triton.cdiv is a slow @jit call on the host
     n_tiles = -(-n_rows // rows_pp) * -(-n_cols // block)
+    even = n_rows % rows_pp == 0 and n_cols % block == 0
     q = _encoded(q_out, sw)
     if static_scale is None:
         scale_out.zero_()  # the amax kernel maxes positive scales into it
@@ -370,11 +410,12 @@ def per_tensor_quant(q_out: torch.Tensor, scale_out: torch.Tensor, x: torch.Tens
         any_scale = False
     else:
         scale_in, write_scale = static_scale, True
-        rcp_div, sat, reverse = 0, False, False
+        rcp_div, reverse = 0, False
+        sat = per_tensor_static_sat(dev) and not sw
         any_scale = per_tensor_static_split(dev)
-    # constexprs: WRITE_SCALE, ROWS, BLOCK_N, FP8_MAX, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT, REVERSE, ANY_SCALE
+    # constexprs: WRITE_SCALE, ROWS, BLOCK_N, FP8_MAX, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT, REVERSE, ANY_SCALE, EVEN
     _QUANT.launch((n_tiles,), (x, xs, q, qs, scale_in, scale_out, n_rows, n_cols),
-                  (write_scale, rows_pp, block, fmax, sw, fnuz, idx64, rcp_div, sat, reverse, any_scale), warps)
+                  (write_scale, rows_pp, block, fmax, sw, fnuz, idx64, rcp_div, sat, reverse, any_scale, even), warps)
 
 
 def per_token_quant(q_out: torch.Tensor, scales_out: torch.Tensor, x: torch.Tensor,

@@ -22,7 +22,8 @@ Semantics (``vllm_rocm_accel.fp8``; reference ``backends/torch/quant.py``), floa
   (:func:`_div_rcp`, ~8 with its special-case select); 2 from a two-term reciprocal of the row and
   one correction (:func:`_div_split`, 4),
   valid where no finite scale meets an infinite or overflowing quotient, i.e. not with a
-  ``scale_ub`` (the launchers use 1 there) or a static per-tensor scale (the launcher uses 0).
+  ``scale_ub`` (the launchers use 1 there) or a static per-tensor scale (the launcher uses 0, or
+  the guarded split of :func:`_div_static` through ANY_SCALE).
   -0.0 keeps its sign (0x80) with 2 as well: its negations are written ``v * -1.0``, a true
   negation (an x of -0.0 came out as +0 on the H200 while they were ``-v``, which Triton 3.6
   lowers to ``0 - v``; tests/gpu/test_quant_gpu.py checks 0x80 for per-token, per-token-group and
@@ -41,7 +42,9 @@ Semantics (``vllm_rocm_accel.fp8``; reference ``backends/torch/quant.py``), floa
   which a round-to-nearest conversion maps to FP8_MAX whether or not it saturates (on NVIDIA it
   is ``cvt.rn.satfinite``), so the codes are the clamp's, except that a NaN quotient encodes as
   NaN instead of the clamp's +-FP8_MAX (as torch's reference does). The launchers never set it
-  with SW_FP8 (the integer encoder needs the clamp), a scale_ub or a static per-tensor scale.
+  with SW_FP8 (the integer encoder needs the clamp) or a scale_ub; with a static per-tensor scale
+  only where the conversion saturates (config ``static_sat_cvt``: NVIDIA's ``cvt.rn.satfinite``
+  takes any quotient past FP8_MAX, inf included, to +-FP8_MAX, as the clamp does).
 * SW_FP8: the FP8 bits are produced by :func:`_fp8_bits` (integer round-to-nearest-even)
   and stored through a uint8 pointer, instead of Triton's conversion to the FP8 type. Used
   where Triton has no native conversion (``e4m3fnuz`` on NVIDIA) or an inexact one (the
@@ -175,23 +178,24 @@ def _div_split(xf, s, rh, rd, rl):
 
 STATIC_SPLIT_MIN = tl.constexpr(2.0**-60)  # static scales :func:`_div_static` takes (others: div_rn)
 STATIC_SPLIT_MAX = tl.constexpr(2.0**60)
-TWO_POW_64 = tl.constexpr(2.0**64)
-SATURATING = tl.constexpr(1e30)  # a factor that takes |x| > 16 past any FP8 max
 
 
 @triton.jit
 def _div_static(xf, s, rh, rd, rl):
-    """``div_rn(xf, s)`` bit for bit for a static scale ``s`` in [STATIC_SPLIT_MIN, STATIC_SPLIT_MAX]
-    (``s, rh, rd, rl``: its :func:`_split_rcp` constants), any float32 ``xf``: :func:`_div_split`,
-    except where |xf| > s * 2**64 (an infinite x, or a quotient that could overflow, where the
-    split's remainder would be inf - inf): there ``xf * 1e30``, which the clamp takes to +-FP8_MAX
-    as it takes the IEEE quotient (|quotient| > 2**64, or inf). In that scale range the split's
-    conditions hold for every quotient that can reach a nonzero FP8 code: the remainder underflows
-    only for |xf| < 2**-102, i.e. quotients below 2**-42, and ``rd``, ``rl`` and ``xf * rl`` are
-    normal numbers wherever the quotient is above that. 3 operations an element more than the split
-    (a compare, a product, a select), against ~20 more for the per-element IEEE division on sm_90."""
+    """``div_rn(xf, s)`` for a static scale ``s`` in [STATIC_SPLIT_MIN, STATIC_SPLIT_MAX] (``s, rh, rd,
+    rl``: its :func:`_split_rcp` constants), any float32 ``xf``, up to the value of quotients past
+    FP8_MAX, which the clamp or the saturating conversion take to +-FP8_MAX either way:
+    :func:`_div_split`, except where that is NaN for a non-NaN xf: an infinite xf (the remainder is
+    inf - inf), or a first product ``q0`` that overflows, i.e. |xf| / s >= ~2**128, so
+    |xf| >= 2**68 (s >= 2**-60): there xf itself, a stand-in past any FP8 max with the quotient's
+    sign (a NaN xf stays NaN). Below overflow the split's conditions hold for every quotient that
+    can reach a nonzero FP8 code: the remainder underflows only for |xf| < 2**-102, i.e. quotients
+    below 2**-42, and ``rd``, ``rl`` and ``xf * rl`` are normal numbers wherever the quotient is
+    above that; a finite q0 makes the remainder finite (it is exact, ~2**-24 |xf|). 2 operations an
+    element more than the split (a NaN test and a select), against ~20 more for the per-element IEEE
+    division on sm_90."""
     q = _div_split(xf, s, rh, rd, rl)
-    return tl.where(tl.abs(xf) > s * TWO_POW_64, xf * SATURATING, q)
+    return tl.where(q != q, xf, q)
 
 
 @triton.jit
@@ -210,6 +214,13 @@ def _quantize_row(xf, sdiv, rh, rd, rl, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl
         v = _div_rcp(xf, sdiv, rh)
     else:
         v = tl.math.div_rn(xf, sdiv)
+    return _store_value(v, q_ptr, FP8_MAX, SW_FP8, FNUZ, SAT_CVT)
+
+
+@triton.jit
+def _store_value(v, q_ptr, FP8_MAX: tl.constexpr, SW_FP8: tl.constexpr, FNUZ: tl.constexpr, SAT_CVT: tl.constexpr):
+    """The value to store through ``q_ptr`` for the float32 quotient ``v``: :func:`_encode`'s, or with
+    SAT_CVT the native conversion alone (module docstring)."""
     if SAT_CVT:
         out = v.to(q_ptr.dtype.element_ty)
     else:
@@ -351,7 +362,10 @@ def amax_scale_kernel(
         rb = t // n_col_blocks
         cb = t - rb * n_col_blocks
         rows = _row_block(rb, ROWS, IDX64)
-        cols = cb * BLOCK_N + tl.arange(0, BLOCK_N)
+        if IDX64:  # a flat tile's columns reach numel
+            cols = cb.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+        else:
+            cols = cb * BLOCK_N + tl.arange(0, BLOCK_N)
         mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
         x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0)
         acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
@@ -380,18 +394,23 @@ def quant_with_scale_kernel(
     SAT_CVT: tl.constexpr,
     REVERSE: tl.constexpr,
     ANY_SCALE: tl.constexpr,
+    EVEN: tl.constexpr,
 ):
     """``q <- quantize(x, *scale_ptr)`` over one [ROWS, BLOCK_N] tile per program (1-D grid,
-    row block major). Static scales: WRITE_SCALE makes program 0 copy the scale to
+    row block major); EVEN: ROWS divides n_rows and BLOCK_N divides n_cols, so no tile is masked.
+    A dense tensor comes as one row of all its elements (the launcher's flat tiles). Static scales: WRITE_SCALE makes program 0 copy the scale to
     ``scale_out_ptr`` (a different buffer from the one read, so no program reads a half-written
     value); dynamic ones were written by :func:`amax_scale_kernel` and are only read here.
 
-    ANY_SCALE (static scales only, with RCP_DIV, SAT_CVT and REVERSE off): the bits of ``div_rn``
-    and the clamp, through :func:`_div_static` where the scale allows it (a uniform branch per
-    program), per element otherwise.
+    ANY_SCALE (static scales only, with RCP_DIV and REVERSE off): the bits of ``div_rn``, through
+    :func:`_div_static` where the scale allows it (a uniform branch per program), per element
+    otherwise. SAT_CVT with a static scale (the launcher sets it only where the family's native
+    conversion saturates, config ``static_sat_cvt``): no clamp, the conversion takes any quotient
+    past FP8_MAX, inf included, to +-FP8_MAX as the clamp does; a NaN quotient gives NaN, as torch's
+    reference does, where the clamp gives +-FP8_MAX.
 
-    For dynamic scales only (the launcher keeps all three off with a static scale, which may be
-    any float and so meet overflowing quotients or an underflowing remainder):
+    For dynamic scales only (the launcher keeps them off with a static scale, which may be any
+    float and so meet overflowing quotients or an underflowing remainder):
 
     * RCP_DIV / SAT_CVT as in the per-token kernels (module docstring), with the tensor's one scale
       loaded into a [ROWS] column, so its reciprocal constants (:func:`_row_consts`) are computed
@@ -413,21 +432,33 @@ def quant_with_scale_kernel(
         if pid == 0:
             tl.store(scale_out_ptr, scale)
     rows = _row_block(pid_r, ROWS, IDX64)
-    cols = pid_c * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-    x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0)
+    if IDX64:  # a flat tile's columns reach numel
+        cols = pid_c.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    else:
+        cols = pid_c * BLOCK_N + tl.arange(0, BLOCK_N)
+    x_ptrs = x_ptr + rows[:, None] * x_row_stride + cols[None, :]
+    q_ptrs = q_ptr + rows[:, None] * q_row_stride + cols[None, :]
+    if EVEN:
+        x = tl.load(x_ptrs)
+    else:
+        mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+        x = tl.load(x_ptrs, mask=mask, other=0.0)
     if ANY_SCALE:
         if (scale >= STATIC_SPLIT_MIN) & (scale <= STATIC_SPLIT_MAX):  # NaN, <= 0 and inf fail: per element
             sdiv, rh, rd, rl = _scale_consts(scale_ptr, ROWS, 2)
-            q = _encode(_div_static(x.to(tl.float32), sdiv, rh, rd, rl), q_ptr, FP8_MAX, SW_FP8, FNUZ)
+            v = _div_static(x.to(tl.float32), sdiv, rh, rd, rl)
         else:
-            q = _quantize(x.to(tl.float32), scale, q_ptr, FP8_MAX, SW_FP8, FNUZ)
-    elif RCP_DIV or SAT_CVT:
+            v = tl.math.div_rn(x.to(tl.float32), scale)
+        q = _store_value(v, q_ptr, FP8_MAX, SW_FP8, FNUZ, SAT_CVT)
+    elif RCP_DIV:
         sdiv, rh, rd, rl = _scale_consts(scale_ptr, ROWS, RCP_DIV)
         q = _quantize_row(x.to(tl.float32), sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
     else:
-        q = _quantize(x.to(tl.float32), scale, q_ptr, FP8_MAX, SW_FP8, FNUZ)
-    tl.store(q_ptr + rows[:, None] * q_row_stride + cols[None, :], q, mask=mask)
+        q = _store_value(tl.math.div_rn(x.to(tl.float32), scale), q_ptr, FP8_MAX, SW_FP8, FNUZ, SAT_CVT)
+    if EVEN:
+        tl.store(q_ptrs, q)
+    else:
+        tl.store(q_ptrs, q, mask=mask)
 
 
 # --- per token ----------------------------------------------------------------------------------
