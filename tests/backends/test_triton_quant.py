@@ -359,6 +359,9 @@ PER_TOKEN_VARIANTS = {
 }
 
 
+PLAIN_PER_TOKEN = dict(rcp_div=False, sat_cvt=False, chunked=[])  # the per-element division, clamp, row kernels
+
+
 def use_per_token_variant(section: dict, variant: str, chunk: int, rows: int) -> None:
     v = PER_TOKEN_VARIANTS[variant]
     section["rcp_div"] = v["rcp_div"]
@@ -501,8 +504,11 @@ def test_per_token_variants_match_the_default_path_on_inf_and_nan(seed, config, 
     bytes and scales (the reference's NaN handling is not the kernels': compared kernel to kernel)."""
     x = make_x((4,), 96, torch.float32)
     x[0, 3], x[1, 7], x[2, 0], x[2, 9] = float("inf"), float("-inf"), float("nan"), float("inf")
+    section = config()[tq._family(x.device.type)]["per_token"]
+    section.update(PLAIN_PER_TOKEN)  # the plain kernel (a GPU family ships fast variants)
+    tq.clear_caches()
     want = run_per_token(x, FN)
-    use_per_token_variant(config()[tq._family(x.device.type)]["per_token"], variant, 32, 2)
+    use_per_token_variant(section, variant, 32, 2)
     got = run_per_token(x, FN)
     assert torch.equal(got[0].view(torch.uint8), want[0].view(torch.uint8)), variant
     assert torch.equal(got[1], want[1]) or torch.allclose(got[1], want[1], equal_nan=True), variant
@@ -542,8 +548,17 @@ PER_TENSOR_VARIANTS = {
 }
 
 
+PLAIN_PER_TENSOR = dict(rcp_div=False, sat_cvt=False, reverse=False)  # a GPU family ships fast variants
+
+
 def use_per_tensor_variant(section: dict, variant: str) -> None:
-    section.update(PER_TENSOR_VARIANTS[variant])
+    """The section's dynamic variant flags: ``variant``'s, the others off."""
+    section.update(PLAIN_PER_TENSOR, **PER_TENSOR_VARIANTS[variant])
+    tq.clear_caches()
+
+
+def use_plain_per_tensor(section: dict) -> None:
+    section.update(PLAIN_PER_TENSOR)
     tq.clear_caches()
 
 
@@ -573,6 +588,7 @@ def test_per_tensor_dynamic_variants_match_the_default_path(seed, config, fmt, v
     shipped path's bytes and scale, on rows with zeros, -0.0, one huge value and FP8 subnormal steps."""
     x = make_x((max(rows, 4),), hidden + row_pad, torch.bfloat16)
     x = special_rows(x)[:rows, :hidden]
+    use_plain_per_tensor(config()[tq._family(x.device.type)]["per_tensor"])
     want = run_per_tensor(x, fmt)
     use_per_tensor_variant(config()[tq._family(x.device.type)]["per_tensor"], variant)
     v = PER_TENSOR_VARIANTS[variant]
@@ -581,7 +597,7 @@ def test_per_tensor_dynamic_variants_match_the_default_path(seed, config, fmt, v
     got = run_per_tensor(x, fmt)
     assert_same_codes(got, want, x, f"per_tensor {variant} {rows}x{hidden}")
     check(*got, *ref.per_tensor_quant(x.contiguous(), None, fmt), fmt, f"per_tensor {variant} vs reference")
-    static = torch.tensor([0.01], device=DEVICE)  # static scales keep the shipped kernel (and clamp)
+    static = torch.tensor([0.01], device=DEVICE)  # static scales: their own path (static_split / _sat_cvt)
     check(*run_per_tensor(x, fmt, static), *ref.per_tensor_quant(x.contiguous(), static, fmt), fmt,
           f"per_tensor {variant} static")
 
@@ -592,6 +608,7 @@ def test_per_tensor_variants_match_the_default_path_on_inf_and_nan(seed, config,
     for poison in (float("inf"), float("nan")):
         x = make_x((5,), 96, torch.float32)
         x[2, 7] = poison
+        use_plain_per_tensor(config()[tq._family(x.device.type)]["per_tensor"])
         want = run_per_tensor(x, FN)
         use_per_tensor_variant(config()[tq._family(x.device.type)]["per_tensor"], variant)
         got = run_per_tensor(x, FN)
@@ -605,6 +622,7 @@ def test_per_tensor_variants_match_the_default_path_on_inf_and_nan(seed, config,
 def test_per_tensor_variants_int64_offsets(seed, config, monkeypatch, variant):
     """IDX64 (set only when an offset can reach 2**31) computes the same: forced by lowering the bound."""
     x = special_rows(make_x((7,), 123, torch.bfloat16))
+    use_plain_per_tensor(config()[tq._family(x.device.type)]["per_tensor"])
     want = run_per_tensor(x, FNUZ)
     use_per_tensor_variant(config()[tq._family(x.device.type)]["per_tensor"], variant)
     monkeypatch.setattr(tq, "_I32", 1)
@@ -737,8 +755,11 @@ def test_per_token_group_variants_match_the_default_path(seed, config, fmt, vari
     scales (-0.0 aside: value-equal), on groups with zeros, -0.0, one huge value and FP8 subnormal steps;
     a non-power-of-two group (96: a padded, masked block) included."""
     x = special_rows(make_x((max(rows, 4),), hidden, torch.bfloat16))[:rows]
+    section = config()[tq._family(x.device.type)]["per_token_group"]
+    section.update(rcp_div=False, sat_cvt=False)  # the plain kernel (a GPU family ships fast variants)
+    tq.clear_caches()
     want = run_per_token_group(x, fmt, group, column_major)
-    config()[tq._family(x.device.type)]["per_token_group"].update(GROUP_VARIANTS[variant])
+    section.update(GROUP_VARIANTS[variant])
     tq.clear_caches()
     v = GROUP_VARIANTS[variant]
     assert tq.per_token_group_variant(x.device.type) == ({False: 0, True: 1, "split": 2}[v.get("rcp_div", False)],
