@@ -68,7 +68,8 @@ def blockscale_candidates(m: int):
         return list(itertools.product([16], [64, 128], [128], [1], [4], [3, 4]))
     if m <= 128:
         return list(itertools.product([32, 64], [64, 128], [128], [8], [4], [3, 4]))
-    return list(itertools.product([128], [128, 256], [128], [8], [8], [3, 4])) + [(64, 128, 128, 8, 4, 4)]
+    return (list(itertools.product([128], [128, 256], [128], [8], [8], [3, 4]))
+            + [(64, 128, 128, 8, 4, 4), (64, 128, 128, 8, 4, 3), (64, 128, 128, 16, 4, 4), (64, 64, 128, 8, 4, 4)])
 
 
 def persistent_candidates(quick: bool, smem: int):

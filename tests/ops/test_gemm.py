@@ -77,6 +77,21 @@ def test_blockscale_matches_float64(seed, backend, fmt, m, n, k, column_major):
         _assert_matches(out, a, w, sa_full, sw_full, None, f"{backend} blockscale {out_dtype}")
 
 
+@pytest.mark.parametrize("block_n", [32, 128, 256])
+def test_blockscale_tile_widths_match_float64(seed, block_n):
+    """The Triton blockscale kernel's two scalings: tiles inside one 128-wide W block (BLOCK_N <= 128:
+    the W scale a scalar per K block, one FFMA an element) and tiles spanning two (256: row and
+    column vectors), with N and K tails (300 = 2 x 128 + 44) and every W block's scale distinct."""
+    m, n, k = 7, 300, 300
+    a, w = _operands(m, n, k, torch.float8_e4m3fn)
+    sa = torch.rand(m, blocks(k)) + 0.25
+    sw = torch.rand(blocks(n), blocks(k)) * 4 + 0.25
+    sa_full, sw_full = torch_gemm.expand_block_scales(sa.double(), sw.double(), m, n, k)
+    out = torch.empty(m, n, dtype=torch.float32)
+    triton_gemm.gemm_a8w8_blockscale(out, a, w, sa, sw, params=(16, block_n, 128, 2, 4, 1))
+    _assert_matches(out, a, w, sa_full, sw_full, None, f"blockscale BLOCK_N {block_n}")
+
+
 def test_blockscale_scales_really_vary_per_block(seed):
     """Scaling one 128-block of K changes only its share: the kernel reads the per-block scale."""
     a, w = _operands(4, 128, 256, torch.float8_e4m3fn)
