@@ -120,8 +120,8 @@ def per_tensor_flat_params(device_type: str, numel: int, dtype: torch.dtype) -> 
     ``num_warps``. The launcher takes it for dense x (each row right after the previous, so the
     tensor is one row of numel elements): no column tile is partly masked, whatever H is (7168 on
     4096-wide row tiles left a quarter of every second tile idle), and only the last tile of all
-    is masked. Both kernels, dynamic and static; a bracket or a dtype table (``flat_tables``, as
-    ``tables``) per input dtype where ``flat`` is a dict of them."""
+    is masked. Both kernels, dynamic and static. ``flat`` may also be a dict of such lists keyed
+    by input dtype, as ``tables`` is ('default', 'bfloat16', ...)."""
     flat = _family_config(device_type)["per_tensor"].get("flat")
     if not flat:
         return None
