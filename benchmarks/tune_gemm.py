@@ -214,7 +214,7 @@ def tune_persistent(ms, nks, quick: bool, device: str = "cuda"):
 
 def _print_rule(table: dict, ms) -> None:
     """The config with the least summed time over every swept shape, as configs/gemm.json rules:
-    the shipped catch-all kept below the smallest swept M, the persistent one above."""
+    the shipped last tiled rule kept below the smallest swept M, the persistent one above."""
     whole = {c: sum(t.values()) for c, t in table.items() if t and all(v < float("inf") for v in t.values())}
     if not whole:
         print("no persistent config ran correctly on every shape: no rule to suggest")
@@ -222,10 +222,11 @@ def _print_rule(table: dict, ms) -> None:
     best = min(whole, key=whole.get)
     names = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
     rule = {"kernel": "persistent", **dict(zip(names, best[:6]))}
-    catch_all = tg._section("cuda", "gemm_a8w8")["rules"][-1]
-    below = {"max_m": min(ms) - 1, **{key: v for key, v in catch_all.items() if key != "max_m"}}
+    rules = tg._section("cuda", "gemm_a8w8")["rules"]
+    tiled = next(r for r in reversed(rules) if r.get("kernel", "tiled") != "persistent")  # the last tiled rule
+    below = {"max_m": min(ms) - 1, **{key: v for key, v in tiled.items() if key != "max_m"}}
     print(f"\nbest over all swept shapes: {best} (summed {whole[best]:.1f} us). To ship it from M = {min(ms)}, "
-          f"replace the cuda gemm_a8w8 catch-all rule (the last) of configs/gemm.json by these two:")
+          f"replace the cuda gemm_a8w8 rules from the last tiled one on (configs/gemm.json) by these two:")
     print(json.dumps(below, indent=2) + ",")
     print(json.dumps(rule, indent=2))
 

@@ -189,9 +189,10 @@ def test_tma_reason_accepts_aligned_views():
 
 
 # --- 3. config selection --------------------------------------------------------------------------
-def test_shipped_configs_select_the_persistent_kernel_from_4096_rows_on_cuda_only(monkeypatch):
-    """The H200 sweep (tune_gemm.py --kernels a8w8_persistent) put the persistent kernel first
-    from M = 4096 on cuda; below that, and on rocm / the interpreter, the tiled kernel."""
+def test_shipped_configs_select_the_persistent_kernel_from_1024_rows_on_cuda_only(monkeypatch):
+    """The H200 sweeps (tune_gemm.py --kernels a8w8_persistent) put the persistent kernel first
+    from M = 4096 on cuda, then from M = 1024; below that, and on rocm / the interpreter, the
+    tiled kernel."""
     with open(os.path.join(config_data.CONFIG_DIR, "gemm.json")) as f:
         shipped = json.load(f)
     for family in ("rocm", "interpret"):
@@ -204,9 +205,10 @@ def test_shipped_configs_select_the_persistent_kernel_from_4096_rows_on_cuda_onl
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # cuda's section, not the interpreter's
     tg.clear_caches()
     try:
-        for m in (1, 16, 128, 1024, 4095):
+        for m in (1, 16, 128, 1023):
             assert tg.gemm_kernel(cuda, m, 4096, 4096) == "tiled", m
-        for m, n, k in [(4096, 4096, 4096), (8192, 14336, 4096), (4096, 4096, 14336)]:
+        for m, n, k in [(1024, 4096, 4096), (2048, 14336, 4096), (4096, 4096, 4096), (8192, 14336, 4096),
+                        (4096, 4096, 14336)]:
             assert tg.gemm_kernel(cuda, m, n, k) == "persistent", (m, n, k)
     finally:
         tg.clear_caches()  # no choice made with the stand-in multiprocessor count outlives the test

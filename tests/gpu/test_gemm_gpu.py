@@ -49,9 +49,10 @@ SCALINGS = [("tensor", "tensor"), ("token", "tensor"), ("tensor", "channel"), ("
 
 @pytest.mark.parametrize("backend", ["triton", "torch", None])
 @pytest.mark.parametrize("m,n,k", [(1, 4096, 4096), (7, 1024, 14336), (16, 14336, 4096), (33, 96, 100),
-                                   (300, 4096, 4096), (4099, 512, 1024), (4096, 1024, 4000), (4100, 256, 1000)])
+                                   (300, 4096, 4096), (1500, 2048, 4000), (4099, 512, 1024), (4096, 1024, 4000),
+                                   (4100, 256, 1000)])
 def test_gemm_a8w8_matches_float64(seed, backend, m, n, k):
-    """M >= 4096 takes the persistent TMA kernel on cuda (K = 4000: a K tail TMA zero-fills;
+    """M >= 1024 takes the persistent TMA kernel on cuda (K = 4000: a K tail TMA zero-fills;
     K = 1000: rows not 16-byte multiples, so the tiled fallback)."""
     fmt = fp8.fp8_dtype(torch.device("cuda"))
     a, w = _operands(m, n, k, fmt)
@@ -122,7 +123,7 @@ def test_fullgraph_compile(seed):
 
 
 def test_large_m_takes_the_persistent_kernel_on_hopper():
-    """What the float64 test above runs at M >= 4096: the persistent TMA kernel (K = 4000), the
+    """What the float64 test above runs at M >= 1024: the persistent TMA kernel (K = 4000), the
     tiled fallback where a row is not a 16-byte multiple (K = 1000)."""
     if torch.cuda.get_device_capability() < (9, 0) or torch.version.hip:
         pytest.skip("the persistent kernel is shipped for NVIDIA Hopper and newer")
@@ -131,5 +132,6 @@ def test_large_m_takes_the_persistent_kernel_on_hopper():
     fmt = fp8.fp8_dtype(torch.device("cuda"))
     a, w = _operands(4096, 1024, 4000, fmt)
     assert tg.gemm_kernel(a.device, 4096, 1024, 4000) == "persistent" and tg.tma_reason(a, w) is None
+    assert tg.gemm_kernel(a.device, 1500, 2048, 4000) == "persistent"
     a, w = _operands(4100, 256, 1000, fmt)
     assert tg.tma_reason(a, w) is not None
