@@ -130,9 +130,11 @@ def candidates(op: str, hidden: int, quick: bool) -> list[dict]:
     if op == "per_tensor_quant_static":  # the quantize kernel alone; row tiles shared with the dynamic form
         X = dict(ssplit=True, ssat=True)
         full = [tensor_spec(flat=(4096, 8), **X), tensor_spec(flat=(8192, 8), **X), tensor_spec(flat=(2048, 4), **X),
-                tensor_spec(flat=(4096, 4), **X), tensor_spec(flat=(8192, 16), **X), tensor_spec(flat=(16384, 16), **X),
+                tensor_spec(flat=(4096, 4), **X), tensor_spec(flat=(8192, 16), **X),
+                tensor_spec(flat=(16384, 16), **X),
                 tensor_spec(flat=(4096, 8), ssplit=True), tensor_spec(flat=(4096, 8), ssat=True),
-                tensor_spec(flat=(4096, 8)), tensor_spec(**X), tensor_spec(ssplit=True), tensor_spec(ssplit=True, rows=2)]
+                tensor_spec(flat=(4096, 8)), tensor_spec(**X), tensor_spec(ssplit=True),
+                tensor_spec(ssplit=True, rows=2)]
         return [dict(kind="default")] + (full[:3] if quick else full)
     if op == "per_tensor_quant":  # shipped at H > 1024: block 2048, 1 row, 4 warps, 1024 amax programs
         T = dict(S, rev=True)

@@ -102,7 +102,8 @@ def test_blockscale_defer_needs_one_w_block_a_tile(seed, monkeypatch):
     a, w = _operands(4, 256, 128, torch.float8_e4m3fn)
     sa, sw = torch.ones(4, 1), torch.ones(2, 1)
     with pytest.raises(ValueError, match="defer_scale needs BLOCK_N <= 128"):
-        triton_gemm.gemm_a8w8_blockscale(torch.empty(4, 256), a, w, sa, sw, params=(16, 256, 128, 2, 4, 1, True))
+        triton_gemm.gemm_a8w8_blockscale(torch.empty(4, 256), a, w, sa, sw,
+                                         params=(16, 256, 128, 2, 4, 1, True))
     for edited in edited_config(monkeypatch, triton_gemm):
         for rule in edited["interpret"]["gemm_a8w8_blockscale"]["rules"]:
             rule.update(BLOCK_N=256, defer_scale=True)

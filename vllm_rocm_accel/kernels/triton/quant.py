@@ -398,9 +398,10 @@ def quant_with_scale_kernel(
 ):
     """``q <- quantize(x, *scale_ptr)`` over one [ROWS, BLOCK_N] tile per program (1-D grid,
     row block major); EVEN: ROWS divides n_rows and BLOCK_N divides n_cols, so no tile is masked.
-    A dense tensor comes as one row of all its elements (the launcher's flat tiles). Static scales: WRITE_SCALE makes program 0 copy the scale to
-    ``scale_out_ptr`` (a different buffer from the one read, so no program reads a half-written
-    value); dynamic ones were written by :func:`amax_scale_kernel` and are only read here.
+    A dense tensor comes as one row of all its elements (the launcher's flat tiles). Static
+    scales: WRITE_SCALE makes program 0 copy the scale to ``scale_out_ptr`` (a different buffer
+    from the one read, so no program reads a half-written value); dynamic ones were written by
+    :func:`amax_scale_kernel` and are only read here.
 
     ANY_SCALE (static scales only, with RCP_DIV and REVERSE off): the bits of ``div_rn``, through
     :func:`_div_static` where the scale allows it (a uniform branch per program), per element
