@@ -63,15 +63,13 @@ def a8w8_candidates(m: int):
 
 
 def blockscale_candidates(m: int):
-    """(BLOCK_M, BLOCK_N, 128, GROUP_M, num_warps, num_stages[, defer_scale]) to try at M."""
+    """(BLOCK_M, BLOCK_N, 128, GROUP_M, num_warps, num_stages) to try at M."""
     if m <= 16:
         return list(itertools.product([16], [64, 128], [128], [1], [4], [3, 4]))
     if m <= 128:
         return list(itertools.product([32, 64], [64, 128], [128], [8], [4], [3, 4]))
-    base = (list(itertools.product([128], [128, 256], [128], [8], [8], [3, 4]))
+    return (list(itertools.product([128], [128, 256], [128], [8], [8], [3, 4]))
             + [(64, 128, 128, 8, 4, 4), (64, 128, 128, 8, 4, 3), (64, 128, 128, 16, 4, 4), (64, 64, 128, 8, 4, 4)])
-    # defer_scale (a 7th field): each K block's scaled dot added after the next wgmma is issued
-    return base + [c + (True,) for c in base if c[1] <= 128]
 
 
 def persistent_candidates(quick: bool, smem: int):

@@ -665,7 +665,7 @@ def test_per_tensor_static_split_gives_the_division_bits_for_any_scale(seed, con
         want = run_per_tensor(x, fmt, static)
         section["static_split"] = True
         tq.clear_caches()
-        assert tq.per_tensor_static_split(x.device.type)
+        assert tq.per_tensor_static_variant(x.device.type)[0]
         got = run_per_tensor(x, fmt, static)
         assert torch.equal(got[1], want[1]) or (got[1].isnan().all() and want[1].isnan().all()), scale
         qb, wb = got[0].view(torch.uint8), want[0].view(torch.uint8)
@@ -686,11 +686,11 @@ def test_per_tensor_config_options_parse(config):
         tq.per_tensor_variant_params("cpu")
     config()[tq._family("cpu")]["per_tensor"].pop("static_split", None)
     tq.clear_caches()
-    assert tq.per_tensor_static_split("cpu") is False  # absent: the per-element division
+    assert tq.per_tensor_static_variant("cpu")[0] is False  # absent: the per-element division
     config()[tq._family("cpu")]["per_tensor"]["static_split"] = "yes"
     tq.clear_caches()
     with pytest.raises(ValueError, match="static_split"):
-        tq.per_tensor_static_split("cpu")
+        tq.per_tensor_static_variant("cpu")
     tq.clear_caches()
 
 
@@ -735,7 +735,7 @@ def test_sweep_per_tensor_candidates_reach_the_launcher(seed, config):
         section.update(copy.deepcopy(shipped))
         sweep.apply(section, s)
         tq.clear_caches()
-        assert tq.per_tensor_static_split("cpu") == s["ssplit"], sweep.name(s)
+        assert tq.per_tensor_static_variant("cpu") == (s["ssplit"], s["ssat"]), sweep.name(s)
         if s["block"] is None:
             assert_same_codes(run_per_tensor(x, FN, static), want_static, x, sweep.name(s) + " static")
 
@@ -853,25 +853,22 @@ def test_per_tensor_flat_and_static_sat_options_parse(config):
     section = config()[tq._family("cpu")]["per_tensor"]
     section.pop("flat", None)
     tq.clear_caches()
-    assert tq.per_tensor_flat_params("cpu", 1000, torch.bfloat16) is None  # absent: the row tiles
+    assert tq.per_tensor_flat_params("cpu", 1000) is None  # absent: the row tiles
     section["flat"] = [{"max_numel": 2048, "block": 256, "num_warps": 2}, {"max_numel": 10**18, "block": 1024,
                                                                            "num_warps": 8}]
     tq.clear_caches()
-    assert tq.per_tensor_flat_params("cpu", 2048, torch.bfloat16) == (256, 2)
-    assert tq.per_tensor_flat_params("cpu", 2049, torch.bfloat16) == (1024, 8)
-    assert tq.per_tensor_flat_params("cpu", 100, torch.bfloat16) == (128, 2)  # capped at next_power_of_2(numel)
-    section["flat"] = {"default": [{"max_numel": 10**18, "block": 512, "num_warps": 4}],
-                       "float32": [{"max_numel": 10**18, "block": 256, "num_warps": 4}]}
-    tq.clear_caches()
-    assert tq.per_tensor_flat_params("cpu", 10**6, torch.float32) == (256, 4)
-    assert tq.per_tensor_flat_params("cpu", 10**6, torch.float16) == (512, 4)
+    assert tq.per_tensor_flat_params("cpu", 2048) == (256, 2)
+    assert tq.per_tensor_flat_params("cpu", 2049) == (1024, 8)
+    assert tq.per_tensor_flat_params("cpu", 100) == (128, 2)  # capped at next_power_of_2(numel)
     section["flat"] = [{"max_numel": 10**18, "block": 300, "num_warps": 4}]
     tq.clear_caches()
     with pytest.raises(ValueError, match="flat block"):
-        tq.per_tensor_flat_params("cpu", 10**6, torch.float16)
-    assert tq.per_tensor_static_sat("cpu") is False
+        tq.per_tensor_flat_params("cpu", 10**6)
+    section.pop("static_split", None)
+    tq.clear_caches()
+    assert tq.per_tensor_static_variant("cpu") == (False, False)  # absent: off
     section["static_sat_cvt"] = 1
     tq.clear_caches()
     with pytest.raises(ValueError, match="static_sat_cvt"):
-        tq.per_tensor_static_sat("cpu")
+        tq.per_tensor_static_variant("cpu")
     tq.clear_caches()

@@ -4,7 +4,6 @@ matmul of the dequantized operands, the checks, opcheck and compile."""
 import pytest
 import torch
 
-from helpers import edited_config
 from vllm_rocm_accel import rocm_accel_ops
 from vllm_rocm_accel.backends.torch import gemm as torch_gemm
 from vllm_rocm_accel.backends.triton import gemm as triton_gemm
@@ -78,37 +77,19 @@ def test_blockscale_matches_float64(seed, backend, fmt, m, n, k, column_major):
         _assert_matches(out, a, w, sa_full, sw_full, None, f"{backend} blockscale {out_dtype}")
 
 
-@pytest.mark.parametrize("block_n,defer", [(32, False), (128, False), (256, False), (32, True), (128, True)])
-def test_blockscale_tile_widths_match_float64(seed, block_n, defer):
+@pytest.mark.parametrize("block_n", [32, 128, 256])
+def test_blockscale_tile_widths_match_float64(seed, block_n):
     """The Triton blockscale kernel's two scalings: tiles inside one 128-wide W block (BLOCK_N <= 128:
     the W scale a scalar per K block, one FFMA an element) and tiles spanning two (256: row and
-    column vectors), with N and K tails (300 = 2 x 128 + 44) and every W block's scale distinct; and
-    defer_scale (each K block's scaled dot added one iteration late: the same bits as without)."""
+    column vectors), with N and K tails (300 = 2 x 128 + 44) and every W block's scale distinct."""
     m, n, k = 7, 300, 300
     a, w = _operands(m, n, k, torch.float8_e4m3fn)
     sa = torch.rand(m, blocks(k)) + 0.25
     sw = torch.rand(blocks(n), blocks(k)) * 4 + 0.25
     sa_full, sw_full = torch_gemm.expand_block_scales(sa.double(), sw.double(), m, n, k)
     out = torch.empty(m, n, dtype=torch.float32)
-    triton_gemm.gemm_a8w8_blockscale(out, a, w, sa, sw, params=(16, block_n, 128, 2, 4, 1, defer))
-    _assert_matches(out, a, w, sa_full, sw_full, None, f"blockscale BLOCK_N {block_n} defer {defer}")
-    if defer:
-        plain = torch.empty_like(out)
-        triton_gemm.gemm_a8w8_blockscale(plain, a, w, sa, sw, params=(16, block_n, 128, 2, 4, 1))
-        assert torch.equal(out, plain)
-
-
-def test_blockscale_defer_needs_one_w_block_a_tile(seed, monkeypatch):
-    a, w = _operands(4, 256, 128, torch.float8_e4m3fn)
-    sa, sw = torch.ones(4, 1), torch.ones(2, 1)
-    with pytest.raises(ValueError, match="defer_scale needs BLOCK_N <= 128"):
-        triton_gemm.gemm_a8w8_blockscale(torch.empty(4, 256), a, w, sa, sw,
-                                         params=(16, 256, 128, 2, 4, 1, True))
-    for edited in edited_config(monkeypatch, triton_gemm):
-        for rule in edited["interpret"]["gemm_a8w8_blockscale"]["rules"]:
-            rule.update(BLOCK_N=256, defer_scale=True)
-        with pytest.raises(ValueError, match="gemm.json.*defer_scale"):
-            triton_gemm.blockscale_params(torch.device("cpu"), 4, 256, 128)
+    triton_gemm.gemm_a8w8_blockscale(out, a, w, sa, sw, params=(16, block_n, 128, 2, 4, 1))
+    _assert_matches(out, a, w, sa_full, sw_full, None, f"blockscale BLOCK_N {block_n}")
 
 
 def test_blockscale_scales_really_vary_per_block(seed):

@@ -129,23 +129,14 @@ def _check_tma_tiles(bm: int, bn: int, bk: int, source: str) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def blockscale_params(device: torch.device, m: int, n: int, k: int) -> tuple:
-    """(BLOCK_M, BLOCK_N, BLOCK_K = 128, GROUP_M, num_warps, num_stages, defer_scale) for an (M, N, K)
-    call; ``defer_scale`` (a rule's optional bool, default false; BLOCK_N <= 128 only) adds each K
-    block's scaled dot one iteration late, overlapping it with the next wgmma (same bits)."""
+    """(BLOCK_M, BLOCK_N, BLOCK_K = 128, GROUP_M, num_warps, num_stages) for an (M, N, K) call."""
     rules = _section(device.type, "gemm_a8w8_blockscale")["rules"]
     rule = next((r for r in rules if _admits(r, m, n, k)), rules[-1])
-    params = tuple(int(rule[p]) for p in _PARAMS) + (bool(rule.get("defer_scale", False)),)
-    _check_blockscale_params(params, f"gemm.json: {rule}")
+    params = tuple(int(rule[p]) for p in _PARAMS)
+    if params[2] != BLOCK or not (params[1] % BLOCK == 0 or BLOCK % params[1] == 0):
+        raise ValueError(f"gemm.json: blockscale BLOCK_K must be {BLOCK} and BLOCK_N divide or be a multiple of it, "
+                         f"got {rule}")
     return params
-
-
-def _check_blockscale_params(params: tuple, source: str) -> None:
-    bn, bk, defer = params[1], params[2], len(params) > 6 and params[6]
-    if bk != BLOCK or not (bn % BLOCK == 0 or BLOCK % bn == 0):
-        raise ValueError(f"{source}: blockscale BLOCK_K must be {BLOCK} and BLOCK_N divide or be a multiple of it")
-    if defer and bn > BLOCK:
-        raise ValueError(f"{source}: blockscale defer_scale needs BLOCK_N <= {BLOCK} (one W block a tile), "
-                         f"got BLOCK_N={bn}")
 
 
 def clear_caches() -> None:
@@ -264,17 +255,13 @@ def gemm_a8w8(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torc
 def gemm_a8w8_blockscale(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torch.Tensor,
                          w_scale: torch.Tensor, params: Optional[tuple] = None) -> None:
     """``out <- sum over K blocks of (a_blk @ w_blk.T) * a_scale[:, kb] * w_scale[n // 128, kb]``;
-    ``params`` overrides the config's (BLOCK_M, BLOCK_N, 128, GROUP_M, num_warps, num_stages[,
-    defer_scale])."""
+    ``params`` overrides the config's (BLOCK_M, BLOCK_N, 128, GROUP_M, num_warps, num_stages)."""
     m, k = a.shape
     n = w.shape[0]
-    if params is not None:
-        _check_blockscale_params(params, "params")
-    bm, bn, bk, gm, warps, stages, *rest = params or blockscale_params(a.device, m, n, k)
-    defer = bool(rest[0]) if rest else False
+    bm, bn, bk, gm, warps, stages = params or blockscale_params(a.device, m, n, k)
     idx64 = _idx64(m * a.stride(0), n * w.stride(0), m * out.stride(0))
     tiles = -(-m // bm) * -(-n // bn)
-    # constexprs: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, EVEN_K, IDX64, DEFER
+    # constexprs: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, EVEN_K, IDX64
     _BLOCKSCALE.launch((tiles,), (a, w, out, a_scale, w_scale, m, n, k, a.stride(0), w.stride(0), out.stride(0),
                                   a_scale.stride(0), a_scale.stride(1), w_scale.stride(0), w_scale.stride(1)),
-                       (bm, bn, bk, gm, k % bk == 0, idx64, defer), warps, stages)
+                       (bm, bn, bk, gm, k % bk == 0, idx64), warps, stages)

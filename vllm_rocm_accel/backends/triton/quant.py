@@ -107,52 +107,60 @@ def per_tensor_variant_params(device_type: str) -> tuple[int, bool, bool]:
       starts on the tiles the amax kernel read last (the likeliest still in L2).
 
     Static scales (any float: overflowing quotients, underflowing remainders) take none of these,
-    and tile order: :func:`per_tensor_static_split` and :func:`per_tensor_static_sat` instead."""
+    and tile order: :func:`per_tensor_static_variant` instead."""
     section = _family_config(device_type)["per_tensor"]
     return (*division_variant(section, "quant.json: per_tensor"), bool(section.get("reverse", False)))
 
 
 @functools.lru_cache(maxsize=None)
-def per_tensor_flat_params(device_type: str, numel: int, dtype: torch.dtype) -> Optional[tuple[int, int]]:
-    """(BLOCK, num_warps) of the per_tensor section's optional ``flat`` brackets (absent = None, the
-    row tiles): a list sorted by ``max_numel``, the first with numel <= max_numel (else the last)
-    giving ``block`` (elements per program, a power of two, capped at next_power_of_2(numel)) and
-    ``num_warps``. The launcher takes it for dense x (each row right after the previous, so the
-    tensor is one row of numel elements): no column tile is partly masked, whatever H is (7168 on
-    4096-wide row tiles left a quarter of every second tile idle), and only the last tile of all
-    is masked. Both kernels, dynamic and static. ``flat`` may also be a dict of such lists keyed
-    by input dtype, as ``tables`` is ('default', 'bfloat16', ...)."""
+def per_tensor_flat_brackets(device_type: str) -> Optional[tuple[tuple[int, int, int], ...]]:
+    """The per_tensor section's optional ``flat`` brackets as (max_numel, block, num_warps), or None
+    (absent: the row tiles): a list sorted by ``max_numel``, ``block`` elements per program (a power
+    of two) and ``num_warps``. The launcher takes them for dense x (each row right after the
+    previous, so the tensor is one row of numel elements): no column tile is partly masked,
+    whatever H is (7168 on 4096-wide row tiles left a quarter of every second tile idle), and only
+    the last tile of all is masked. Both kernels, dynamic and static."""
     flat = _family_config(device_type)["per_tensor"].get("flat")
     if not flat:
         return None
-    entries = dtype_table({"tables": flat}, dtype) if isinstance(flat, dict) else flat
-    entry = next((e for e in entries if numel <= e["max_numel"]), entries[-1])
-    block = min(pow2("flat block", int(entry["block"]), "quant.json"), pow2_ceil(numel))
-    return block, int(entry["num_warps"])
+    return tuple((int(e["max_numel"]), pow2("flat block", int(e["block"]), "quant.json"), int(e["num_warps"]))
+                 for e in flat)
 
 
-@functools.lru_cache(maxsize=None)
-def per_tensor_static_sat(device_type: str) -> bool:
-    """The per_tensor section's optional ``static_sat_cvt`` (bool, absent = false): static scales
-    skip the clamp before the native FP8 conversion. Only for families whose conversion saturates
-    (NVIDIA's ``cvt.rn.satfinite``: a quotient past FP8_MAX, inf included, gives +-FP8_MAX as the
-    clamp does); a NaN quotient then encodes as NaN, as torch's reference gives, not +-FP8_MAX."""
-    on = _family_config(device_type)["per_tensor"].get("static_sat_cvt", False)
+def per_tensor_flat_params(device_type: str, numel: int) -> Optional[tuple[int, int]]:
+    """(BLOCK, num_warps) of the first flat bracket with numel <= max_numel (else the last), the
+    block capped at next_power_of_2(numel); None without flat brackets. Not cached: numel takes
+    as many values as a server sees token counts, and the search is over a few brackets."""
+    brackets = per_tensor_flat_brackets(device_type)
+    if brackets is None:
+        return None
+    _, block, warps = next((b for b in brackets if numel <= b[0]), brackets[-1])
+    return min(block, pow2_ceil(numel)), warps
+
+
+def _bool_key(section: dict, key: str, source: str) -> bool:
+    on = section.get(key, False)
     if not isinstance(on, bool):
-        raise ValueError(f"quant.json: per_tensor static_sat_cvt must be true or false, got {on!r}")
+        raise ValueError(f"{source}: {key} must be true or false, got {on!r}")
     return on
 
 
 @functools.lru_cache(maxsize=None)
-def per_tensor_static_split(device_type: str) -> bool:
-    """The per_tensor section's optional ``static_split`` (bool, absent = false): static scales take
-    the quantize kernel's ANY_SCALE path (the split division where the scale lies in [2**-60, 2**60],
-    x itself where that is NaN for a non-NaN x, past any FP8 max; the per-element IEEE division for other
-    scales): the same bits as the IEEE division either way (kernels/triton/quant.py _div_static)."""
-    on = _family_config(device_type)["per_tensor"].get("static_split", False)
-    if not isinstance(on, bool):
-        raise ValueError(f"quant.json: per_tensor static_split must be true or false, got {on!r}")
-    return on
+def per_tensor_static_variant(device_type: str) -> tuple[bool, bool]:
+    """(ANY_SCALE, SAT_CVT) for static scales, from the per_tensor section's optional bools (absent
+    = false):
+
+    * ``static_split``: the quantize kernel's ANY_SCALE path: the split division where the scale
+      lies in [2**-60, 2**60] (x itself where that is NaN for a non-NaN x, past any FP8 max), the
+      per-element IEEE division for other scales; the same codes as the IEEE division either way
+      (kernels/triton/quant.py _div_static);
+    * ``static_sat_cvt``: no clamp before the native FP8 conversion. Only for families whose
+      conversion saturates (NVIDIA's ``cvt.rn.satfinite``: a quotient past FP8_MAX, inf included,
+      gives +-FP8_MAX as the clamp does); a NaN quotient then encodes as NaN, as torch's reference
+      gives, not +-FP8_MAX; never with SW_FP8 (the launcher)."""
+    section = _family_config(device_type)["per_tensor"]
+    return (_bool_key(section, "static_split", "quant.json: per_tensor"),
+            _bool_key(section, "static_sat_cvt", "quant.json: per_tensor"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -278,9 +286,8 @@ def clear_caches() -> None:
     format_params.cache_clear()
     per_tensor_params.cache_clear()
     per_tensor_variant_params.cache_clear()
-    per_tensor_static_split.cache_clear()
-    per_tensor_flat_params.cache_clear()
-    per_tensor_static_sat.cache_clear()
+    per_tensor_static_variant.cache_clear()
+    per_tensor_flat_brackets.cache_clear()
     per_token_group_variant.cache_clear()
     per_token_params.cache_clear()
     per_token_variant_params.cache_clear()
@@ -391,7 +398,7 @@ def per_tensor_quant(q_out: torch.Tensor, scale_out: torch.Tensor, x: torch.Tens
     numel = x.numel()
     n_rows = numel // n_cols
     block, rows_pp, warps, amax_progs = per_tensor_params(dev, n_cols, x.dtype)
-    flat = per_tensor_flat_params(dev, numel, x.dtype)
+    flat = per_tensor_flat_params(dev, numel)
     if flat is not None and (n_rows == 1 or (xs == n_cols and qs == n_cols)):  # dense: one row of numel
         (block, warps), rows_pp, n_rows, n_cols, xs, qs = flat, 1, 1, numel, 0, 0
     idx64 = (n_rows + rows_pp) * max(xs, qs) + n_cols + block >= _I32
@@ -411,8 +418,8 @@ def per_tensor_quant(q_out: torch.Tensor, scale_out: torch.Tensor, x: torch.Tens
     else:
         scale_in, write_scale = static_scale, True
         rcp_div, reverse = 0, False
-        sat = per_tensor_static_sat(dev) and not sw
-        any_scale = per_tensor_static_split(dev)
+        any_scale, sat = per_tensor_static_variant(dev)
+        sat = sat and not sw
     # constexprs: WRITE_SCALE, ROWS, BLOCK_N, FP8_MAX, SW_FP8, FNUZ, IDX64, RCP_DIV, SAT_CVT, REVERSE, ANY_SCALE, EVEN
     _QUANT.launch((n_tiles,), (x, xs, q, qs, scale_in, scale_out, n_rows, n_cols),
                   (write_scale, rows_pp, block, fmax, sw, fnuz, idx64, rcp_div, sat, reverse, any_scale, even), warps)

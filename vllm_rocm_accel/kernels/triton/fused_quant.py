@@ -34,8 +34,8 @@ import triton
 import triton.language as tl
 
 from .activation import _act
-from .quant import (_chunk, _group_tiles, _load_hinted, _quantize, _quantize_groups, _quantize_row, _row_block,
-                    _row_scales, _scale, _store_slots)
+from .quant import (_chunk, _group_tiles, _load_hinted, _load_masked, _quantize, _quantize_groups, _quantize_row,
+                    _row_block, _row_scales, _scale, _store_slots)
 
 
 @triton.jit
@@ -54,16 +54,6 @@ def _normed(s, rstd, w, x_ptr, HAS_WEIGHT: tl.constexpr):
 
 
 # --- RMSNorm (+ residual) then per-token quant ---------------------------------------------------
-@triton.jit
-def _load_masked(ptrs, mask, EVEN: tl.constexpr):
-    """``tl.load(ptrs, mask, other=0)``; unmasked when EVEN (then ``mask`` is None)."""
-    if EVEN:
-        v = tl.load(ptrs)
-    else:
-        v = tl.load(ptrs, mask=mask, other=0.0)
-    return v
-
-
 @triton.jit
 def rms_norm_quant_rows_kernel(
     x_ptr,

@@ -210,7 +210,6 @@ def gemm_a8w8_blockscale_kernel(
     GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr,
     IDX64: tl.constexpr,
-    DEFER: tl.constexpr,
 ):
     """BLOCK_K must be the scale block (128); BLOCK_N divides or is a multiple of 128.
 
@@ -218,13 +217,7 @@ def gemm_a8w8_blockscale_kernel(
     scales differ per K block). Where BLOCK_N <= 128 the tile lies in one W block, so its W scale
     is one number a K block: the row factors ``sa * sw`` are formed once per row and the dot enters
     the accumulator through one FFMA an element (sm_90 SASS at 64 x 128 x 128: 64 FFMA a thread a K
-    block instead of 64 FMUL + 64 FFMA); wider tiles scale by row and column vectors.
-
-    DEFER (BLOCK_N <= 128 only): each K block's dot is added one iteration later, after the next
-    block's dot is issued, so its FFMAs run while that wgmma computes (sm_90 SASS: 44-52 of the
-    64 FFMAs between the wgmma issue and its wait, against none without); the same operations in
-    the same order, so the same bits. It holds two dot results at once (255 registers at
-    64 x 128 / 4 warps) and copies one into the other each K block."""
+    block instead of 64 FMUL + 64 FFMA); wider tiles scale by row and column vectors."""
     pid_m, pid_n = _tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -242,9 +235,6 @@ def gemm_a8w8_blockscale_kernel(
     else:
         sw_ptrs = w_scale_ptr + (rn // BLOCK_K) * stride_sw_n
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    if DEFER:
-        d = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # the previous K block's dot and row factors
-        c = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for kb in range(0, tl.cdiv(K, BLOCK_K)):
         if EVEN_K:
             a = tl.load(a_ptrs)
@@ -255,19 +245,12 @@ def gemm_a8w8_blockscale_kernel(
             b = tl.load(w_ptrs, mask=k_ok[:, None], other=0.0)
         sa = tl.load(sa_ptrs + kb * stride_sa_k)
         sw = tl.load(sw_ptrs + kb * stride_sw_k)
-        if DEFER:
-            d_new = tl.dot(a, b)
-            acc = tl.fma(d, c[:, None], acc)
-            d = d_new
-            c = sa * sw
-        elif BLOCK_N <= BLOCK_K:
+        if BLOCK_N <= BLOCK_K:
             acc = tl.fma(tl.dot(a, b), (sa * sw)[:, None], acc)
         else:
             acc += tl.dot(a, b) * sa[:, None] * sw[None, :]
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
-    if DEFER:
-        acc = tl.fma(d, c[:, None], acc)
     mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     om = offs_m.to(tl.int64) if IDX64 else offs_m
     tl.store(out_ptr + om[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)

@@ -251,6 +251,17 @@ def _chunk(c: tl.constexpr, j, row_mask, n_cols, CHUNK: tl.constexpr, N_CHUNKS: 
 
 
 @triton.jit
+def _load_masked(ptrs, mask, EVEN: tl.constexpr):
+    """``tl.load(ptrs, mask, other=0)``; unmasked when EVEN (then ``mask`` is None: Triton takes no
+    ``other`` without a mask, while ``tl.store`` takes ``mask=None`` as it is)."""
+    if EVEN:
+        v = tl.load(ptrs)
+    else:
+        v = tl.load(ptrs, mask=mask, other=0.0)
+    return v
+
+
+@triton.jit
 def _load_hinted(ptrs, mask, POLICY: tl.constexpr):
     """tl.load with L1 eviction policy POLICY: 0 normal, 1 evict_last, 2 evict_first."""
     if POLICY == 1:
@@ -440,10 +451,10 @@ def quant_with_scale_kernel(
     x_ptrs = x_ptr + rows[:, None] * x_row_stride + cols[None, :]
     q_ptrs = q_ptr + rows[:, None] * q_row_stride + cols[None, :]
     if EVEN:
-        x = tl.load(x_ptrs)
+        mask = None
     else:
         mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-        x = tl.load(x_ptrs, mask=mask, other=0.0)
+    x = _load_masked(x_ptrs, mask, EVEN)
     if ANY_SCALE:
         if (scale >= STATIC_SPLIT_MIN) & (scale <= STATIC_SPLIT_MAX):  # NaN, <= 0 and inf fail: per element
             sdiv, rh, rd, rl = _scale_consts(scale_ptr, ROWS, 2)
@@ -456,10 +467,7 @@ def quant_with_scale_kernel(
         q = _quantize_row(x.to(tl.float32), sdiv, rh, rd, rl, q_ptr, FP8_MAX, SW_FP8, FNUZ, RCP_DIV, SAT_CVT)
     else:
         q = _store_value(tl.math.div_rn(x.to(tl.float32), scale), q_ptr, FP8_MAX, SW_FP8, FNUZ, SAT_CVT)
-    if EVEN:
-        tl.store(q_ptrs, q)
-    else:
-        tl.store(q_ptrs, q, mask=mask)
+    tl.store(q_ptrs, q, mask=mask)
 
 
 # --- per token ----------------------------------------------------------------------------------
