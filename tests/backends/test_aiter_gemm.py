@@ -568,6 +568,51 @@ def test_supports_args_gives_a_reason_for_every_refusal(on_rocm, seed):
     assert "2**31" in why
 
 
+def test_a_cached_choice_is_not_reused_for_a_padded_operand(on_rocm, seed):
+    """auto caches its choice per call signature: a dense call goes to aiter; the same shapes
+    with row-padded a or w (aiter's gemm_a8w8 ignores strides) must not reuse that choice."""
+    fake = on_rocm("gfx942")
+    for pad in (dict(a_pad=32), dict(w_pad=16)):
+        dense = _gemm_case()
+        rocm_accel_ops.gemm_a8w8(**dense)
+        assert [c.name for c in fake.CALLS] == ["gemm_a8w8_CK"]
+        fake.CALLS.clear()
+        padded = _gemm_case(**pad)
+        assert padded["a"].shape == dense["a"].shape and padded["w"].shape == dense["w"].shape
+        out = rocm_accel_ops.gemm_a8w8(**padded)
+        ref, bound = _reference_of("gemm_a8w8", padded)
+        assert_matches(out, ref, bound, padded["a"].shape[1], f"padded {pad}", bias_rounded=None)
+        assert fake.CALLS == [], pad
+        rocm_accel_ops.gemm_a8w8(**dense)  # the dense signature still goes to aiter
+        assert [c.name for c in fake.CALLS] == ["gemm_a8w8_CK"]
+        fake.CALLS.clear()
+    assert served_by("gemm_a8w8") == ["aiter", "torch"]
+
+
+@pytest.mark.parametrize("op", ["gemm_a8w8", "gemm_a8w8_blockscale"])
+def test_a_cached_choice_is_not_reused_past_aiters_32_bit_limit(on_rocm, seed, monkeypatch, op):
+    """M in one policy row bracket can straddle aiter's 2**31 limits; with the limits lowered to
+    just past M = 33's extent, M = 33 goes to aiter and M = 34 (same bracket) must go to torch."""
+    fake = on_rocm("gfx942")
+    case_of = _gemm_case if op == "gemm_a8w8" else _blockscale_case
+    small, large = case_of(m=33, n=16), case_of(m=34, n=16)
+    assert ops_gemm.DISPATCHERS[op].row_bracket(33) == ops_gemm.DISPATCHERS[op].row_bracket(34)
+    limit = small["a"].numel() + 1  # a's extent is the largest of the call's (w is 16 x K)
+    assert limit > max(small["w"].numel(), 2 * 33 * 16)
+    monkeypatch.setattr(aiter_gemm, "MAX_NUMEL", limit)
+    monkeypatch.setattr(aiter_gemm, "TWO_GB", limit)
+    call = getattr(rocm_accel_ops, op)
+    call(**small)
+    assert len(fake.CALLS) == 1
+    fake.CALLS.clear()
+    with pytest.raises(ValueError, match=r"2 GB|2\*\*31"):
+        call(**large, backend="aiter")
+    out = call(**large)
+    ref, bound = _reference_of(op, large)
+    assert_matches(out, ref, bound, large["a"].shape[1], f"{op} M = 34", bias_rounded=None)
+    assert fake.CALLS == [] and served_by(op) == ["aiter", "torch"]
+
+
 def test_the_gate_follows_vllms_linear_flag(on_rocm, seed):
     case = _gemm_case(fmt=fp8.FN)
     on_rocm("gfx950", VLLM_ROCM_USE_AITER_LINEAR="0")

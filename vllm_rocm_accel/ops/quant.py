@@ -121,7 +121,8 @@ def _choice_key(disp: dispatch.OpDispatch, backend: str, x: torch.Tensor, *extra
     if not x.is_contiguous() or x.data_ptr() % 16 or not x.numel():
         return None
     hidden = x.shape[-1]
-    return (backend, x.dtype, x.device, hidden, extra, disp.row_bracket(x.numel() // hidden))
+    return (backend, x.dtype, x.device, hidden, extra, disp.row_bracket(x.numel() // hidden),
+            x.numel() > aiter_quant.MAX_NUMEL)  # aiter's 32-bit sizes: a bracket can straddle that bound
 
 
 def per_tensor_quant_impl(x: torch.Tensor, scale: Optional[torch.Tensor] = None,
