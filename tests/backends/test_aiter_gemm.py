@@ -592,12 +592,13 @@ def test_a_cached_choice_is_not_reused_for_a_padded_operand(on_rocm, seed):
 @pytest.mark.parametrize("op", ["gemm_a8w8", "gemm_a8w8_blockscale"])
 def test_a_cached_choice_is_not_reused_past_aiters_32_bit_limit(on_rocm, seed, monkeypatch, op):
     """M in one policy row bracket can straddle aiter's 2**31 limits; with the limits lowered to
-    just past M = 33's extent, M = 33 goes to aiter and M = 34 (same bracket) must go to torch."""
+    exactly M = 33's extent (still allowed: the limits are inclusive), M = 33 goes to aiter and
+    M = 34 (same bracket) must go to torch."""
     fake = on_rocm("gfx942")
     case_of = _gemm_case if op == "gemm_a8w8" else _blockscale_case
     small, large = case_of(m=33, n=16), case_of(m=34, n=16)
     assert ops_gemm.DISPATCHERS[op].row_bracket(33) == ops_gemm.DISPATCHERS[op].row_bracket(34)
-    limit = small["a"].numel() + 1  # a's extent is the largest of the call's (w is 16 x K)
+    limit = small["a"].numel()  # a's extent is the largest of the call's (w is 16 x K)
     assert limit > max(small["w"].numel(), 2 * 33 * 16)
     monkeypatch.setattr(aiter_gemm, "MAX_NUMEL", limit)
     monkeypatch.setattr(aiter_gemm, "TWO_GB", limit)

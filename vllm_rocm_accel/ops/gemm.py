@@ -103,14 +103,6 @@ def _aligned(*tensors) -> bool:
     return all(t.data_ptr() % 16 == 0 for t in tensors)
 
 
-def _reaches_2g(a: torch.Tensor, w: torch.Tensor) -> bool:
-    """Whether an operand's or the output's extent (elements, or bytes of a 16-bit output)
-    reaches aiter's 32-bit limit (2**31 - 1): its CK GEMMs decline such calls, and a row
-    bracket can straddle that size, so the choice cache keys on it."""
-    m, n = a.shape[0], w.shape[0]
-    return max(m * a.stride(0), n * w.stride(0), 2 * m * n) >= aiter_gemm.MAX_NUMEL
-
-
 def _trivial(a, w, bias, out_dtype) -> Optional[torch.Tensor]:
     """The result without a kernel when M = 0 or K = 0 (an empty sum), else None."""
     m, k = a.shape
@@ -134,10 +126,10 @@ def gemm_a8w8_impl(a: torch.Tensor, w: torch.Tensor, a_scale: torch.Tensor, w_sc
     args = (a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dtype)
     key = None
     if _aligned(a, w) and a.stride(0) % 16 == 0 and w.stride(0) % 16 == 0:
-        # everything a backend's supports_args reads: aiter's kernel wants dense operands, < 2 GB
+        # everything a backend's supports_args reads (aiter's kernel: dense operands, its size limits)
         key = (backend, a.dtype, a.device, w.shape, a_kind, w_kind, None if bias is None else bias.dtype, out_dtype,
                a_scale.is_contiguous() and w_scale.is_contiguous(), a.is_contiguous(), w.is_contiguous(),
-               _reaches_2g(a, w), GEMM_A8W8.row_bracket(a.shape[0]))
+               aiter_gemm.size_reason_gemm_a8w8(a, w) is None, GEMM_A8W8.row_bracket(a.shape[0]))
     impl = GEMM_A8W8.select(backend, args, key)
     count("gemm_a8w8", impl.name)
     return impl.run(*args)
@@ -152,8 +144,9 @@ def gemm_a8w8_blockscale_impl(a: torch.Tensor, w: torch.Tensor, a_scale: torch.T
     args = (a, w, a_scale, w_scale, out_dtype)
     key = None
     if _aligned(a, w) and a.stride(0) % 16 == 0 and w.stride(0) % 16 == 0:
-        key = (backend, a.dtype, a.device, w.shape, out_dtype, a_scale.stride(), w_scale.stride(),
-               _reaches_2g(a, w), BLOCKSCALE.row_bracket(a.shape[0]))
+        # a_scale's layout, not its strides: column-major strides hold M (no predicate reads them)
+        key = (backend, a.dtype, a.device, w.shape, out_dtype, a_scale.stride(-1) == 1, w_scale.stride(),
+               aiter_gemm.size_reason_blockscale(a, w) is None, BLOCKSCALE.row_bracket(a.shape[0]))
     impl = BLOCKSCALE.select(backend, args, key)
     count("gemm_a8w8_blockscale", impl.name)
     return impl.run(*args)

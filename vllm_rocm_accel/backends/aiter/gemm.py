@@ -193,6 +193,14 @@ def supports_args_gemm_a8w8(a, w, a_scale, w_scale, a_kind, w_kind, bias, out_dt
     reason = _n_reason(n, "gemm_a8w8")
     if reason is not None:
         return reason
+    return size_reason_gemm_a8w8(a, w)
+
+
+def size_reason_gemm_a8w8(a: torch.Tensor, w: torch.Tensor) -> Optional[str]:
+    """The part of :func:`supports_args_gemm_a8w8` that M alone can change (the ops' choice
+    cache keys on it: one row bracket can straddle the limit)."""
+    m, k = a.shape
+    n = w.shape[0]
     if max(m * k, n * k, m * n * 2) > TWO_GB:  # FP8 operands, a 16-bit output
         return f"M, N, K = {m}, {n}, {k}: an operand or the output exceeds the 2 GB CK's gemm_a8w8 addresses"
     return None
@@ -214,6 +222,14 @@ def supports_args_blockscale(a, w, a_scale, w_scale, out_dtype) -> Optional[str]
         if (t.stride(0) * t.element_size()) % ALIGN_BYTES and t.shape[0] > 1:
             return (f"{name} has row stride {t.stride(0)}, not a multiple of {ALIGN_BYTES} bytes "
                     "(unaligned vector loads)")
+    return size_reason_blockscale(a, w)
+
+
+def size_reason_blockscale(a: torch.Tensor, w: torch.Tensor) -> Optional[str]:
+    """The part of :func:`supports_args_blockscale` that M alone can change (see
+    :func:`size_reason_gemm_a8w8`)."""
+    m, k = a.shape
+    n = w.shape[0]
     if max(a.numel(), w.numel(), m * n, m * a.stride(0), n * w.stride(0)) > MAX_NUMEL:
         return (f"M, N, K = {m}, {n}, {k}: more than 2**31 elements; aiter's gemm_a8w8_blockscale indexes "
                 "with 32-bit ints")
