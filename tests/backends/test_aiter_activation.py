@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -20,7 +21,7 @@ import torch
 
 from aiter_model import model, model_activation, wheel
 from helpers import assert_close_verbose
-from vllm_rocm_accel import platform, settings
+from vllm_rocm_accel import platform, policy, settings
 from vllm_rocm_accel.backends.aiter import activation as aiter_act
 from vllm_rocm_accel.inputs_activation import act_and_mul_inputs
 from vllm_rocm_accel.ops import activation as ops_act
@@ -236,3 +237,37 @@ def test_gate_is_the_master_flag_alone(simulate, disp):
     simulate(arch="gfx1100", VLLM_ROCM_USE_AITER="1")
     assert "gfx1100" in reason()
     assert "cpu" in disp.unsupported_reason(disp.backends["aiter"], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("disp", [ops_act.SILU_AND_MUL, ops_act.GELU_AND_MUL], ids=lambda d: d.op)
+def test_a_cached_choice_is_not_reused_for_a_less_aligned_x(fake_aiter, seed, monkeypatch, disp):
+    """The facade caches its choice per call signature. At d = 192 aiter loads 8 bytes (bfloat16
+    x 4): x at an 8-byte offset goes to aiter, then x of the same shape at a 4-byte offset must
+    not reuse that choice (explicit aiter refuses it; auto serves it elsewhere, right). CPU
+    tensors; the aiter backend reads as available and auto walks the rocm_gfx9 policy."""
+    monkeypatch.setitem(disp.backends, "aiter", dataclasses.replace(disp.backends["aiter"],
+                                                                    supported=lambda device: None))
+    monkeypatch.setattr(policy, "family_of", lambda device: "rocm_gfx9")
+    disp.clear_caches()
+    variant = "silu" if disp is ops_act.SILU_AND_MUL else "gelu"
+    call = getattr(ops_act, f"{disp.op}_impl")
+    base = (torch.randn(64 * 384 + 8) * 2).to(torch.bfloat16)
+    assert base.data_ptr() % 16 == 0 and aiter_act.vector_width(192) * 2 == 8
+    try:
+        for backend in ("aiter", "auto"):
+            fake_aiter.CALLS.clear()
+            x8 = base[4:4 + 64 * 384].view(64, 384)
+            out = call(x8, backend=backend)
+            assert [c.name for c in fake_aiter.CALLS] == [FNS[variant]]
+            assert_close_verbose(out, ref(x8, variant), atol=ATOL, rtol=RTOL[torch.bfloat16])
+            fake_aiter.CALLS.clear()
+            x4 = base[2:2 + 64 * 384].view(64, 384)
+            if backend == "aiter":
+                with pytest.raises(ValueError, match="8-byte vector loads"):
+                    call(x4, backend=backend)
+            else:
+                assert_close_verbose(call(x4, backend=backend), ref(x4, variant), atol=ATOL, rtol=RTOL[torch.bfloat16])
+            assert fake_aiter.CALLS == []
+    finally:
+        monkeypatch.undo()
+        disp.clear_caches()

@@ -108,12 +108,13 @@ GELU_AND_MUL = dispatch.OpDispatch(
 def _choice_key(disp: dispatch.OpDispatch, backend: str, x, out=None) -> Optional[tuple]:
     """Cache key for the backend choice, for dense calls (strided ones take the full path).
 
-    The 16-byte alignment of x is part of it: aiter's vector loads need it.
+    x's address modulo 16 is part of it: aiter's vector loads need 2 to 16 bytes of alignment,
+    by the width (a power of two, so the residue decides every case).
     """
     if not x.is_contiguous() or (out is not None and not out.is_contiguous()):
         return None
     width = x.shape[-1]
-    return (backend, x.dtype, x.device, width, out is None, x.data_ptr() % 16 == 0,
+    return (backend, x.dtype, x.device, width, out is None, x.data_ptr() % 16,
             disp.row_bracket(x.numel() // width))
 
 
