@@ -444,6 +444,8 @@ def _rand(*shape, dtype=torch.bfloat16):
         pytest.param(lambda H: (_rand(3, 1, 4, H), _rand(H)), id="dense_4d"),
         pytest.param(lambda H: (_rand(1, H).expand(4, H), _rand(H)), id="expanded_rows"),
         pytest.param(lambda H: (_rand(4, 2 * H)[:, H:], None), id="row_strided_no_weight"),
+        # (2, 1, H) with stride (H, 2H, 1): contiguous, the size-1 dim's stride is arbitrary
+        pytest.param(lambda H: (_rand(1, 2, H).transpose(0, 1), _rand(H)), id="size1_dim_any_stride"),
     ],
 )
 def test_supports_args_admits_only_what_the_kernel_contract_allows(fake_aiter, seed, case):

@@ -35,14 +35,18 @@ def _weight(weight: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
 
 
 def flatten_is_free(t: torch.Tensor) -> bool:
-    """``t.reshape(-1, H)`` is a view with unit-stride rows (no hidden copy)."""
+    """``t.reshape(-1, H)`` is a view with unit-stride rows (no hidden copy). Size-1 dims'
+    strides do not matter (as for ``is_contiguous``): each other leading dim's stride must be
+    the next inner non-size-1 dim's stride times its size."""
     if t.stride(-1) != 1 and t.shape[-1] != 1:
         return False
-    expected = t.stride(-2) if t.dim() >= 2 else 0
+    expected = None  # set by the innermost leading dim of size > 1
     for i in range(t.dim() - 2, -1, -1):
-        if t.shape[i] != 1 and t.stride(i) != expected:
+        if t.shape[i] == 1:
+            continue
+        if expected is not None and t.stride(i) != expected:
             return False
-        expected *= t.shape[i]
+        expected = t.stride(i) * t.shape[i]
     return True
 
 
