@@ -71,6 +71,28 @@ def test_policy_file_override(seed, fresh_settings, tmp_path):
     assert rocm_accel_ops.call_counts() == {("rms_norm", "triton"): 1, ("rms_norm", "torch"): 1}
 
 
+def test_policy_columns_of_rope_are_heads_times_head_size(seed, fresh_settings, tmp_path):
+    """RoPE's policy columns are heads x head size: a min_cols rule must pick per query shape,
+    even after a call of the same head size but fewer heads was cached (torch-only CPU ops
+    serve both; the counts say which backend each went to)."""
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"ops": {"rotary_embedding": [{"backend": "triton", "min_cols": 512},
+                                                             {"backend": "torch"}]}}))
+    fresh_settings(VLLM_ROCM_ACCEL_POLICY_FILE=str(path))
+    rocm_accel_ops.reset_call_counts()
+    cache = torch.randn(16, 32)
+    pos = torch.randint(0, 16, (3,))
+    for heads in (2, 8):  # 2 x 32 = 64 columns: torch; 8 x 32 = 256: still torch; 16 x 32: triton
+        q, k = torch.randn(3, heads, 32), torch.randn(3, 1, 32)
+        rocm_accel_ops.rotary_embedding(pos, q, k, 32, cache, True)
+    q, k = torch.randn(3, 16, 32), torch.randn(3, 1, 32)
+    q_out, k_out = rocm_accel_ops.rotary_embedding(pos, q, k, 32, cache, True)
+    ref_q, ref_k = rocm_accel_ops.rotary_embedding(pos, q, k, 32, cache, True, backend="torch")
+    torch.testing.assert_close(q_out, ref_q, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(k_out, ref_k, rtol=1e-6, atol=1e-6)
+    assert rocm_accel_ops.call_counts() == {("rotary_embedding", "torch"): 3, ("rotary_embedding", "triton"): 1}
+
+
 @pytest.fixture
 def simulated_mi300(monkeypatch, fresh_settings):
     """ROCm gfx942 with AMD's aiter installed, as far as our predicates can tell."""

@@ -86,8 +86,9 @@ def _choice_key(backend: str, positions, query, key, head_size, cache) -> Option
     """Cache key for the backend choice, for calls with unit-stride heads (others take the full path)."""
     if query.stride(-1) != 1 or (key is not None and key.stride(-1) != 1) or cache.stride(-1) != 1:
         return None
-    return (backend, query.dtype, query.device, query.dim(), query.shape[-1], head_size,
-            None if key is None else (key.dtype, key.dim(), key.shape[-1]), cache.dtype, cache.shape[1],
+    # query's per-token shape, not only its last dim: the policy's columns are heads x head size
+    return (backend, query.dtype, query.device, query.shape[1:], head_size,
+            None if key is None else (key.dtype, key.shape[1:]), cache.dtype, cache.shape[1],
             ROTARY_EMBEDDING.row_bracket(query.shape[0]))
 
 
