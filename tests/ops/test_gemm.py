@@ -56,6 +56,22 @@ def test_gemm_a8w8_matches_float64(seed, backend, fmt, m, n, k):
             _assert_matches(out, a, w, sa_full, sw_full, bias, f"{backend} {kinds} {out_dtype}")
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_4099_rows(seed, backend):
+    """M = 4099 (a partial last row tile after 4096), both GEMMs; N and K narrow for the interpreter."""
+    m, n, k = 4099, 24, 160
+    a, w = _operands(m, n, k, torch.float8_e4m3fn)
+    for kinds in (("token", "channel"), ("tensor", "tensor")):
+        sa, sw, sa_full, sw_full = _scales(*kinds, m, n)
+        bias = torch.randn(n)
+        out = rocm_accel_ops.gemm_a8w8(a, w, sa, sw, bias=bias, backend=backend)
+        _assert_matches(out, a, w, sa_full, sw_full, bias, f"{backend} {kinds} M = {m}")
+    sa, sw = torch.rand(m, blocks(k)) + 0.25, torch.rand(blocks(n), blocks(k)) + 0.25
+    out = rocm_accel_ops.gemm_a8w8_blockscale(a, w, sa, sw, backend=backend)
+    _assert_matches(out, a, w, *torch_gemm.expand_block_scales(sa.double(), sw.double(), m, n, k), None,
+                    f"{backend} blockscale M = {m}")
+
+
 def test_triton_split_k_is_exercised():
     """At M = 1 the interpreter config deals K over several programs (the split-K epilogue runs)."""
     assert triton_gemm.gemm_params(torch.device("cpu"), 1, 48, 512)[-1] > 1
@@ -162,15 +178,20 @@ def test_explicit_aiter_backend_says_why_off_rocm():
         rocm_accel_ops.gemm_a8w8(a, w, torch.ones(1), torch.ones(1), backend="aiter")
 
 
-def test_opcheck(seed):
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_opcheck(seed, backend):
     """opcheck without its schema test, which multiplies the inputs and has no FP8 multiply on the
     CPU; the schema's promise (no input mutated) is checked on the bytes instead."""
     utils = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
     a, w = _operands(5, 32, 64, torch.float8_e4m3fn)
     cases = [(torch.ops.rocm_accel.gemm_a8w8.default,
-              (a, w, torch.rand(5, 1), torch.rand(32, 1), torch.randn(32), torch.float32, "torch")),
+              (a, w, torch.rand(5, 1), torch.rand(32, 1), torch.randn(32), torch.float32, backend)),
+             (torch.ops.rocm_accel.gemm_a8w8.default,
+              (a, w, torch.rand(()), torch.rand(32), None, torch.bfloat16, backend)),
              (torch.ops.rocm_accel.gemm_a8w8_blockscale.default,
-              (a, w, torch.rand(5, 1), torch.rand(1, 1), torch.bfloat16, "torch"))]
+              (a, w, torch.rand(5, 1), torch.rand(1, 1), torch.bfloat16, backend)),
+             (torch.ops.rocm_accel.gemm_a8w8_blockscale.default,
+              (a, w, torch.rand(1, 5).t(), torch.rand(1, 1), torch.float16, backend))]  # column-major a_scale
     for op, args in cases:
         before = [t.view(torch.uint8).clone() if t.dtype.itemsize == 1 else t.clone()
                   for t in args if isinstance(t, torch.Tensor)]
@@ -179,11 +200,25 @@ def test_opcheck(seed):
         assert all(torch.equal(x, y) for x, y in zip(before, after)), f"{op} mutated an input"
 
 
-def test_fullgraph_compile(seed):
-    def linear(x, w, sw):
-        q, sx = rocm_accel_ops.per_token_quant(x, dtype=torch.float8_e4m3fn, backend="torch")
-        return rocm_accel_ops.gemm_a8w8(q, w, sx, sw, backend="torch")
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_fullgraph_compile(seed, backend):
+    """Both FP8 linear layouts, quant + GEMM, in one fullgraph graph: per token x per channel,
+    and 1 x 128 groups (column-major scales) x 128 x 128 blocks; bit-equal to eager, and the
+    GEMMs match float64 on the dequantized operands."""
+    def linear(x, w, sw, wb, swb):
+        q, sx = rocm_accel_ops.per_token_quant(x, dtype=torch.float8_e4m3fn, backend=backend)
+        qg, sg = rocm_accel_ops.per_token_group_quant(x, 128, True, dtype=torch.float8_e4m3fn, backend=backend)
+        return (q, sx, rocm_accel_ops.gemm_a8w8(q, w, sx, sw, backend=backend),
+                qg, sg, rocm_accel_ops.gemm_a8w8_blockscale(qg, wb, sg, swb, backend=backend))
 
-    x = torch.randn(6, 64, dtype=torch.bfloat16)
-    w, sw = torch.randn(32, 64).to(torch.float8_e4m3fn), torch.rand(32, 1) + 0.5
-    torch.testing.assert_close(torch.compile(linear, fullgraph=True)(x, w, sw), linear(x, w, sw), rtol=0, atol=0)
+    x = torch.randn(6, 256, dtype=torch.bfloat16)
+    w, sw = torch.randn(32, 256).to(torch.float8_e4m3fn), torch.rand(32, 1) + 0.5
+    wb, swb = torch.randn(136, 256).to(torch.float8_e4m3fn), torch.rand(2, 2) + 0.5
+    got, want = torch.compile(linear, fullgraph=True)(x, w, sw, wb, swb), linear(x, w, sw, wb, swb)
+    for g, e in zip(got, want):
+        assert torch.equal(g.view(torch.uint8) if g.dtype.itemsize == 1 else g,
+                           e.view(torch.uint8) if e.dtype.itemsize == 1 else e)
+    q, sx, y, qg, sg, yb = want
+    _assert_matches(y, q, w, sx.double(), sw.double(), None, f"{backend} compiled per token")
+    _assert_matches(yb, qg, wb, *torch_gemm.expand_block_scales(sg.double(), swb.double(), 6, 136, 256), None,
+                    f"{backend} compiled blockscale")

@@ -119,6 +119,27 @@ def test_per_token_group(seed, backend, dtype, fmt, lead, hidden, group, column_
     assert torch.equal(q.reshape(-1, hidden)[0, :group].double(), torch.zeros(group, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("backend,fmt", [("torch", FORMATS[0]), ("torch", FORMATS[1]), ("triton", FORMATS[0])])
+def test_4099_tokens(seed, backend, fmt):
+    """M = 4099 (a partial last row tile after 4096) for every quant op, zero rows at both ends.
+    A narrow hidden, one format and no option sweep on Triton keep the interpreter at ~17 s
+    (options and formats are swept at small M above; they do not touch the row tiling)."""
+    x = inputs((4099,), 32, torch.bfloat16)
+    x[0], x[-1] = 0, 0
+    q, s = rocm_accel_ops.per_tensor_quant(x, dtype=fmt, backend=backend)
+    torch.testing.assert_close(s.double(), expected_scale(x.double().abs().max(), fmt).reshape(1), rtol=1e-6, atol=0)
+    check_quantized(q, s, x, fmt, f"per tensor {backend}")
+    q, s = rocm_accel_ops.per_token_quant(x, dtype=fmt, backend=backend)
+    torch.testing.assert_close(s.double(), expected_scale(x.double().abs().amax(-1, keepdim=True), fmt),
+                               rtol=1e-6, atol=0)
+    check_quantized(q, s, x, fmt, f"per token {backend}")
+    assert not q[0].double().any() and not q[-1].double().any()
+    q, s = rocm_accel_ops.per_token_group_quant(x, 16, dtype=fmt, backend=backend)
+    torch.testing.assert_close(s.double(), expected_scale(x.double().view(4099, 2, 16).abs().amax(-1), fmt),
+                               rtol=1e-6, atol=0)
+    check_quantized(q, s.repeat_interleave(16, -1), x, fmt, f"group {backend}")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backends_agree_on_values(seed, backend):
     """Switching backend changes quantized values by rounding at most: scales agree to float32
