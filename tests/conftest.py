@@ -32,8 +32,8 @@ def fresh_settings(monkeypatch):
 
 @pytest.fixture
 def seed():
-    """A fresh seed per test, printed so a failure can be replayed."""
-    s = int.from_bytes(os.urandom(4), "little")
+    """A fresh seed per test, printed so a failure can be replayed (TEST_SEED=<seed> replays it)."""
+    s = int(os.environ["TEST_SEED"]) if os.environ.get("TEST_SEED") else int.from_bytes(os.urandom(4), "little")
     torch.manual_seed(s)
     print(f"seed={s}")
     return s

@@ -3,7 +3,7 @@ independent float64 reference of tests/attention_ref.py, on fresh random inputs.
 
 Tolerances come from the precision: ``atol = max(2 * max|ref64 - ref_lowp|, floor)``, where
 ``ref_lowp`` is the reference computed in the input dtype (float32 softmax), and the floor is a few
-units of the output's rounding (``8 * eps(dtype) * max|ref64|``). The backend computes in float32
+units of the output's rounding (``8 * eps(dtype) * max|ref64|``, 32 for float32). The backend computes in float32
 and rounds once, so it sits well inside that band.
 """
 
@@ -27,7 +27,10 @@ INF = float("inf")
 def _floor(dtype, ref) -> float:
     finite = ref[torch.isfinite(ref)]
     amax = float(finite.abs().max()) if finite.numel() else 1.0
-    return 8 * torch.finfo(dtype).eps * max(amax, 1e-3)
+    # float32: the backend's and the reference's float32 rounding differ by up to 12.4 eps * amax
+    # (the decode case's dv, worst of 1000 seeds; 8 failed about 1 seed in 150): 32 gives room
+    units = 32 if dtype == torch.float32 else 8
+    return units * torch.finfo(dtype).eps * max(amax, 1e-3)
 
 
 class Call:
