@@ -15,7 +15,9 @@ Custom ops (``torch.ops.rocm_accel.*``), each returning new tensors ``(q, scale)
 ``x`` is float32/float16/bfloat16 of any leading dims (rows may be strided); ``dtype`` is an
 FP8 format or None for the device's (:func:`vllm_rocm_accel.fp8.fp8_dtype`). The scale
 rule, the clamp values and the all-zero case are :mod:`vllm_rocm_accel.fp8`'s, shared by
-every backend. Arguments are validated before any backend runs.
+every backend. Arguments are validated before any backend runs: types, shapes, dtypes and
+devices, not the values of ``scale`` or ``scale_ub`` (reading them would synchronize the
+device on every call); those must be positive and finite, or the backends' codes differ.
 """
 
 from __future__ import annotations
