@@ -159,6 +159,7 @@ def test_can_implement_declines_what_our_ops_do_not_take(vllm_ctx):
         )
 
     assert KERNEL.can_implement(config(qu.kFp8DynamicTokenSym, qu.kFp8StaticChannelSym)) == (True, None)
+    assert KERNEL.can_implement(config(qu.kFp8DynamicTokenSym, qu.kFp8StaticTokenSym)) == (True, None)  # fbgemm_fp8
     assert KERNEL.can_implement(config(qu.kFp8StaticTensorSym, qu.kFp8StaticTensorSym, torch.float32)) == (True, None)
     declined = {
         "block": config(qu.kFp8Dynamic128Sym, qu.kFp8Static128BlockSym),
@@ -310,6 +311,46 @@ def test_real_vllm_layer_matches_float64_reference(vllm_ctx, ours_selected, cpu_
         zero_row = out.reshape(-1, n)[1]
         expect = layer.bias.to(dtype) if bias else torch.zeros(n, dtype=dtype)
         assert torch.equal(zero_row, expect), zero_row
+
+
+def test_fbgemm_fp8_layer_caps_token_scales_at_input_scale_ub(vllm_ctx, ours_selected, seed):
+    """vLLM's fbgemm_fp8 method (per-channel weights, dynamic per-token activations) builds
+    layer.input_scale_ub from its config; our kernel passes it to per_token_quant, which caps
+    each row's amax at it (rows past it saturate at the FP8 max). Rows scaled from 0.1 to 8 put
+    the bound of 2.0 between them. marlin is off: the CPU reports no sm_89, and the FP8 path is
+    what is under test."""
+    from vllm.model_executor.layers.linear import ReplicatedLinear
+    from vllm.model_executor.layers.quantization.fbgemm_fp8 import FBGEMMFp8Config
+
+    k, n, dtype, ub = 64, 40, torch.bfloat16, 2.0
+    fmt = torch.float8_e4m3fn
+    with default_dtype(dtype):
+        qc = FBGEMMFp8Config(ignore_list=[], input_scale_ub=ub)
+        qc.use_marlin = False
+        layer = ReplicatedLinear(k, n, bias=False, quant_config=qc, params_dtype=dtype, prefix="proj", disable_tp=True)
+    kernel = layer.quant_method.fp8_linear
+    assert type(kernel) is KERNEL, type(kernel).__name__
+    q_w, s_w = _per_channel_weight(torch.randn(n, k) * 0.05, fmt)
+    layer.weight.weight_loader(layer.weight, q_w)
+    layer.weight_scale.weight_loader(layer.weight_scale, s_w)
+    layer.quant_method.process_weights_after_loading(layer)
+    assert float(layer.input_scale_ub) == ub
+
+    x = (torch.randn(6, k) * torch.tensor([0.1, 0.5, 1.0, 2.0, 4.0, 8.0]).reshape(6, 1)).to(dtype)
+    amax = x.float().abs().amax(dim=1, keepdim=True)
+    assert (amax < ub).any() and (amax > ub).any()
+    big = fp8.fp8_max(fmt)
+    a_scale = amax.clamp(max=ub).clamp_min(fp8.AMAX_FLOOR) / big
+    a_deq = (x.float() / a_scale).clamp(-big, big).to(fmt).double() * a_scale.double()
+    w_deq = q_w.double() * s_w.double()
+    want = a_deq @ w_deq.T
+
+    rocm_accel_ops.reset_call_counts()
+    out = layer(x.clone())[0]
+    assert rocm_accel_ops.call_counts() == {("per_token_quant", "torch"): 1, ("gemm_a8w8", "torch"): 1}
+    scale_of_terms = a_deq.abs() @ w_deq.abs().T
+    assert_close_verbose(out, want, atol=k * 2.0**-23 * float(scale_of_terms.max()) + 1e-6,
+                         rtol=torch.finfo(dtype).eps / 2, msg=f"seed={seed}")
 
 
 def test_fused_per_shard_scales_become_per_channel(vllm_ctx, ours_selected):

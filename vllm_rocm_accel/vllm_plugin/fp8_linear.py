@@ -99,7 +99,8 @@ class RocmAccelFP8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
     """FP8 W8A8 linear: our ``per_token_quant`` / ``per_tensor_quant`` then ``gemm_a8w8``.
 
     Takes: activations dynamic per token, dynamic per tensor or static per tensor;
-    weights static per tensor or per output channel; symmetric; float32 scales; input and
+    weights static per tensor or per output channel (vLLM's per-channel or, as fbgemm_fp8 labels
+    them, per-token weight scales); symmetric; float32 scales; input and
     output dtypes bfloat16, float16 or float32. Everything else is declined with a reason,
     so vLLM goes on to the next kernel or reports why none fits.
     """
@@ -134,7 +135,9 @@ class RocmAccelFP8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
             )
         if not wq.scale.static:
             return False, "weight scales must be static"
-        if not (w_shape.is_per_tensor() or w_shape.is_per_channel()):
+        # One scale per output channel is labelled per channel (compressed-tensors) or per token
+        # (fbgemm_fp8: one per row of the (N, K) weight); both are (N, 1) scales to gemm_a8w8.
+        if not (w_shape.is_per_tensor() or w_shape.is_per_channel() or w_shape.is_per_token()):
             return False, f"weight scales {tuple(w_shape)} are neither per tensor nor per output channel"
         if c.out_dtype is not None and c.out_dtype not in OUT_DTYPES:
             return False, f"output dtype {c.out_dtype} is not bfloat16, float16 or float32"
