@@ -222,3 +222,43 @@ def test_fullgraph_compile(seed, backend):
     _assert_matches(y, q, w, sx.double(), sw.double(), None, f"{backend} compiled per token")
     _assert_matches(yb, qg, wb, *torch_gemm.expand_block_scales(sg.double(), swb.double(), 6, 136, 256), None,
                     f"{backend} compiled blockscale")
+
+
+def test_auto_takes_cublas_blockwise_only_where_it_sums_right(seed, monkeypatch):
+    """torch 2.11's block-wise _scaled_mm returned wrong sums on an H200 wherever K / 128 is not a
+    multiple of 4 (benchmarks/results/exp_blockwise_ld_h200_s10.log). With the cuda policy and an
+    sm90 GPU simulated (the cuBLAS call stubbed by the float32 fallback, recorded), M = 100 goes
+    to cuBLAS at K = 512 (4 blocks) only: at K = 640 (5 blocks) and with a float16 out auto takes
+    Triton, and the torch backend named explicitly takes its float32 fallback."""
+    from vllm_rocm_accel import policy
+    from vllm_rocm_accel.ops import gemm as ops_gemm
+
+    cublas = []
+
+    def stub(a, w, a_scale, w_scale, out_dtype):
+        cublas.append(tuple(w.shape))
+        return torch_gemm._blockscale_dequant_mm(a, w, a_scale, w_scale, out_dtype)
+
+    monkeypatch.setattr(torch_gemm, "_blockwise_scaled_mm_device", lambda device: True)
+    monkeypatch.setattr(torch_gemm, "_blockwise_scaled_mm", stub)
+    monkeypatch.setattr(policy, "family_of", lambda device: "cuda")
+    ops_gemm.BLOCKSCALE.clear_caches()
+    try:
+        m, n = 100, 128
+        for k, out_dtype, backend, want in [(512, torch.bfloat16, "auto", "torch"), (640, torch.bfloat16, "auto", "triton"),
+                                            (512, torch.float16, "auto", "triton"),
+                                            (640, torch.bfloat16, "torch", "torch")]:
+            a, w = _operands(m, n, k, torch.float8_e4m3fn)
+            sa, sw = torch.rand(m, blocks(k)) + 0.25, torch.rand(blocks(n), blocks(k)) + 0.25
+            cublas.clear()
+            rocm_accel_ops.reset_call_counts()
+            out = rocm_accel_ops.gemm_a8w8_blockscale(a, w, sa, sw, out_dtype=out_dtype, backend=backend)
+            assert rocm_accel_ops.call_counts() == {("gemm_a8w8_blockscale", want): 1}, (k, out_dtype, backend)
+            assert cublas == ([(n, k)] if k == 512 and want == "torch" else []), (k, out_dtype, backend)
+            _assert_matches(out, a, w, *torch_gemm.expand_block_scales(sa.double(), sw.double(), m, n, k), None,
+                            f"K = {k} {out_dtype} {backend}")
+        a, w = _operands(4, n, 640, torch.float8_e4m3fn)
+        assert "K / 128 = 5 is not a multiple of 4" in torch_gemm.blockwise_scaled_mm_refusal(a, w)
+    finally:
+        monkeypatch.undo()
+        ops_gemm.BLOCKSCALE.clear_caches()

@@ -95,7 +95,8 @@ def _dispatch(name, aiter_fn, aiter_ok, triton_fn, triton_ok, torch_fn, torch_fa
 GEMM_A8W8 = _dispatch("gemm_a8w8", aiter_gemm.gemm_a8w8, aiter_gemm.supports_args_gemm_a8w8, _triton_gemm_a8w8,
                       _triton_supports_gemm_a8w8, torch_gemm.gemm_a8w8, torch_gemm.per_tensor_fast_path)
 BLOCKSCALE = _dispatch("gemm_a8w8_blockscale", aiter_gemm.gemm_a8w8_blockscale, aiter_gemm.supports_args_blockscale,
-                       _triton_blockscale, _triton_supports_blockscale, torch_gemm.gemm_a8w8_blockscale)
+                       _triton_blockscale, _triton_supports_blockscale, torch_gemm.gemm_a8w8_blockscale,
+                       torch_gemm.blockwise_fast_path)
 
 
 # --- op implementations -----------------------------------------------------

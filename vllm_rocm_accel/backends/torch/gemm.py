@@ -131,7 +131,20 @@ def blockwise_scaled_mm_refusal(a: torch.Tensor, w: torch.Tensor) -> Optional[st
     n, k = w.shape
     if k % BLOCK or n % BLOCK:
         return f"torch._scaled_mm block-wise scaling needs K and N multiples of {BLOCK}, got K={k}, N={n}"
+    if (k // BLOCK) % 4:
+        # measured on an H200 (torch 2.11 + CUDA 13; benchmarks/results/exp_blockwise_ld_h200_s10.log): with
+        # K / 128 = 5, 9, 65, 66 or 67 the sums came back wrong (max error 42-76% of max |out|), with no
+        # error raised; a scale_b whose leading dim is padded to a multiple of 4 is refused by torch
+        return (f"K / {BLOCK} = {k // BLOCK} is not a multiple of 4: torch._scaled_mm's block-wise scaling "
+                "returns wrong sums there")
     return None
+
+
+def blockwise_fast_path(a: torch.Tensor, w: torch.Tensor, a_scale, w_scale, out_dtype) -> bool:
+    """Whether this backend's blockscale call is cuBLAS block-wise ``_scaled_mm`` (policy rules
+    marked ``fast_path``), not the float32 dequantize-and-matmul fallback. Reads only the device,
+    a's dtype, w's shape and out_dtype (the ops' choice cache key holds them)."""
+    return out_dtype == torch.bfloat16 and blockwise_scaled_mm_refusal(a, w) is None
 
 
 def _blockwise_scaled_mm(a, w, a_scale, w_scale, out_dtype):
