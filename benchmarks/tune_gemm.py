@@ -17,6 +17,12 @@ stages alone overflow shared memory. Every candidate's output is first checked a
 persistent config against the shipped config, ``torch._scaled_mm`` (default and
 ``use_fast_accum=True``) and bf16 ``torch.mm``, and at the end the config with the least
 summed time over the shapes as configs/gemm.json rules to paste.
+
+``blockscale_persistent`` (M defaults to 2048, 4096, 8192) sweeps the persistent TMA blockscale
+kernel (tiles of 64-256 rows by 64 or 128 columns, 4 / 8 warps, 3-5 stages), each candidate
+checked first against the shipped tiled kernel's output, and prints per shape the best against
+the shipped config, cuBLAS block-wise ``_scaled_mm`` and bf16 ``torch.mm``, then the configs
+with the least summed time.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from vllm_rocm_accel.backends.triton import gemm as tg  # noqa: E402
 from vllm_rocm_accel.checks.gemm import blocks  # noqa: E402
 
 NK = [(4096, 4096), (14336, 4096), (4096, 14336)]
-MS = {"a8w8": "1,16,128,1024,4096,8192", "blockscale": "1,16,128,1024,4096,8192", "a8w8_persistent": "4096,8192"}
+MS = {"a8w8": "1,16,128,1024,4096,8192", "blockscale": "1,16,128,1024,4096,8192", "a8w8_persistent": "4096,8192",
+      "blockscale_persistent": "2048,4096,8192"}
 PERSISTENT_TILES = [(128, 128, 128), (128, 256, 128), (256, 128, 128)]
 PERSISTENT_QUICK = [(128, 256, 128, 8, 8, 3, 1), (128, 256, 128, 8, 8, 4, 1), (128, 128, 128, 8, 8, 4, 1),
                     (256, 128, 128, 8, 8, 3, 1)]
@@ -83,6 +90,15 @@ def persistent_candidates(quick: bool, smem: int):
             print(f"    left out {c}: {c[5]} stages of operands need {c[5] * (c[0] + c[1]) * c[2]} B > {smem} B "
                   f"of shared memory")
     return kept
+
+
+def blockscale_persistent_candidates(smem: int):
+    """(BLOCK_M, BLOCK_N, 128, GROUP_M, num_warps, num_stages) of the persistent blockscale kernel
+    (BLOCK_N divides 128: one W block a tile), less those whose operand stages overflow ``smem``."""
+    cands = ([(128, 128, 128, 8, w, st) for w in (4, 8) for st in (3, 4, 5)]
+             + [(128, 128, 128, 16, 8, 4), (256, 128, 128, 8, 8, 3), (256, 128, 128, 8, 8, 4),
+                (64, 128, 128, 8, 4, 4), (64, 128, 128, 8, 4, 5), (128, 64, 128, 8, 4, 4)])
+    return [c for c in cands if c[5] * (c[0] + c[1]) * c[2] <= smem]
 
 
 def _time(fn) -> float:
@@ -210,6 +226,54 @@ def tune_persistent(ms, nks, quick: bool, device: str = "cuda"):
     return table
 
 
+def tune_blockscale_persistent(ms, nks, device: str = "cuda"):
+    """The persistent TMA blockscale kernel against the shipped (tiled) config, cuBLAS block-wise
+    ``_scaled_mm`` and bf16 ``torch.mm``; every candidate checked against the shipped output first."""
+    dev = torch.device(device)
+    fmt = fp8.fp8_dtype(dev)
+    cands = blockscale_persistent_candidates(torch.cuda.get_device_properties(dev).shared_memory_per_block_optin)
+    t0 = time.time()
+    table = {c: {} for c in cands}
+    summary = []
+    for n, k in nks:
+        for m in ms:
+            a, w, sa, sw = _inputs("blockscale", m, n, k, fmt)
+            why = tg.tma_reason(a, w)
+            if why:
+                print(f"blockscale_persistent M={m} N={n} K={k}: cannot run here ({why})")
+            out = torch.empty(m, n, dtype=torch.bfloat16, device=dev)
+            shipped = tg.blockscale_params(dev, m, n, k)
+            ref = torch.empty_like(out)
+            tg.gemm_a8w8_blockscale(ref, a, w, sa, sw, params=shipped, kernel="tiled")
+            sa_f, sw_f = torch_gemm.expand_block_scales(sa, sw, m, n, k)
+            bound = (a.float().abs() * sa_f) @ (w.float().abs() * sw_f).t()
+            del sa_f, sw_f
+            res = {}
+            for c in cands:
+                run = lambda: tg.gemm_a8w8_blockscale(out, a, w, sa, sw, params=c, kernel="persistent")  # noqa: E731
+                res[c] = table[c][(m, n, k)] = _checked_time(run, out, ref, bound, f"persistent {c}")
+            del bound
+            t_shipped = _time(lambda: tg.gemm_a8w8_blockscale(out, a, w, sa, sw, params=shipped, kernel="tiled"))
+            ab, wb = a.to(torch.bfloat16), w.to(torch.bfloat16)
+            t_cublas = (_time(lambda: torch_gemm._blockwise_scaled_mm(a, w, sa, sw, torch.bfloat16))
+                        if torch_gemm.blockwise_scaled_mm_refusal(a, w) is None else float("nan"))
+            t_bf16 = _time(lambda: torch.mm(ab, wb.t()))
+            best_us, best = min((us, c) for c, us in res.items()) if res else (float("inf"), None)
+            line = (f"blockscale_persistent M={m} N={n} K={k}: best {best_us:.1f} us {best}; shipped tiled "
+                    f"{t_shipped:.1f} us {shipped}; scaled_mm {t_cublas:.1f}; bf16 {t_bf16:.1f} -> persistent "
+                    f"{t_bf16 / best_us:.3f}x bf16, {t_cublas / best_us:.3f}x scaled_mm, {t_shipped / best_us:.3f}x "
+                    f"shipped (shipped {t_bf16 / t_shipped:.3f}x bf16)")
+            print(line, f"[{time.time() - t0:.0f} s]", flush=True)
+            summary.append(line)
+            del a, w, sa, sw, out, ref, ab, wb
+            torch.cuda.empty_cache()
+    print("\nsummary:\n" + "\n".join(summary))
+    whole = {c: sum(t.values()) for c, t in table.items() if t and all(v < float("inf") for v in t.values())}
+    for c in sorted(whole, key=whole.get)[:4]:
+        print(f"summed over the shapes: {whole[c]:.1f} us {c}")
+    return table
+
+
 def _print_rule(table: dict, ms) -> None:
     """The config with the least summed time over every swept shape, as configs/gemm.json rules:
     the shipped last tiled rule kept below the smallest swept M, the persistent one above."""
@@ -232,7 +296,8 @@ def _print_rule(table: dict, ms) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ms", default=None, help="comma-separated M (default per kernel: " + str(MS) + ")")
-    p.add_argument("--kernels", default="a8w8,blockscale", help="any of a8w8, blockscale, a8w8_persistent")
+    p.add_argument("--kernels", default="a8w8,blockscale",
+                   help="any of a8w8, blockscale, a8w8_persistent, blockscale_persistent")
     p.add_argument("--nk", default=";".join(f"{n},{k}" for n, k in NK))
     p.add_argument("--quick", action="store_true", help="a8w8_persistent: 4 configs only")
     args = p.parse_args(argv)
@@ -243,6 +308,8 @@ def main(argv=None) -> int:
         ms = [int(m) for m in (args.ms or MS[kernel]).split(",")]
         if kernel == "a8w8_persistent":
             tune_persistent(ms, nks, args.quick)
+        elif kernel == "blockscale_persistent":
+            tune_blockscale_persistent(ms, nks)
         else:
             tune(kernel, ms, nks)
     return 0

@@ -9,8 +9,12 @@ run by Triton's interpreter on the CPU.
    and more tiles than programs (the persistent loop); the persistent kernel is what ran.
 2. Where TMA cannot take the operands (a row stride or a data pointer not 16-byte aligned) the
    tiled kernel runs with the same config and the result is the same; :func:`tma_reason` says why.
-3. The shipped configs never select the persistent kernel, and a rule or an override it cannot
-   serve (split-K, tiles past the TMA box, an unknown kernel) is a ValueError that says so.
+3. The shipped configs select the persistent kernel on cuda only, from the rows the H200 sweeps
+   put it first, and a rule or an override it cannot serve (split-K, tiles past the TMA box, an
+   unknown kernel) is a ValueError that says so.
+4. The same for gemm_a8w8_blockscale's persistent kernel: float64 agreement at M = 1, 7, 33 with
+   row-major and column-major A scales, K tails and padded rows, both formats; more tiles than
+   programs; the tiled fallback; BLOCK_N must divide 128 (one W block a tile).
 """
 
 from __future__ import annotations
@@ -109,6 +113,10 @@ def launches(monkeypatch):
     for launcher in tg._PERSISTENT.values():
         spy(launcher, "persistent")
     spy(tg._GEMM, "tiled")
+    seen.update(bs_persistent=[], bs_tiled=[])
+    for launcher in tg._BLOCKSCALE_PERSISTENT.values():
+        spy(launcher, "bs_persistent")
+    spy(tg._BLOCKSCALE, "bs_tiled")
     return seen
 
 
@@ -211,6 +219,7 @@ def test_shipped_configs_select_the_persistent_kernel_from_1024_rows_on_cuda_onl
                         (4096, 4096, 14336)]:
             assert tg.gemm_kernel(cuda, m, n, k) == "persistent", (m, n, k)
     finally:
+        monkeypatch.undo()  # TRITON_INTERPRET back first: clear_caches re-reads it (the launchers' fast path)
         tg.clear_caches()  # no choice made with the stand-in multiprocessor count outlives the test
 
 
@@ -235,3 +244,118 @@ def test_override_checks():
                      kernel="persistent")
     with pytest.raises(ValueError, match="kernel must be one of"):
         tg.gemm_a8w8(out, a, w, one, one, "tensor", "tensor", None, kernel="persistant")
+
+
+# --- 4. the persistent blockscale kernel ----------------------------------------------------------
+def use_persistent_blockscale(cfg: dict) -> None:
+    """Every interpreter blockscale rule (16 x 64 x 128 tiles): the persistent kernel."""
+    for rule in cfg["interpret"]["gemm_a8w8_blockscale"]["rules"]:
+        rule["kernel"] = "persistent"
+
+
+def block_scales(m: int, n: int, k: int, column_major: bool):
+    """(a_scale (M, K/128), w_scale (N/128, K/128)) as the op takes them, and their float64
+    per-element broadcasts."""
+    from vllm_rocm_accel.backends.torch import gemm as torch_gemm
+
+    kb, nb = -(-k // 128), -(-n // 128)
+    sa = torch.rand(m, kb) + 0.25
+    if column_major:
+        sa = sa.t().contiguous().t()
+    sw = torch.rand(nb, kb) + 0.25
+    return (sa, sw, *torch_gemm.expand_block_scales(sa.double(), sw.double(), m, n, k))
+
+
+# (M, N, K, padded, column-major A scales): 1, 4 and 9 tiles of 16 x 64 for 4 programs; K tails
+# of 32 (contiguous rows of 16-byte multiples), 44 and 73 (padded rows)
+BLOCKSCALE_CASES = [(1, 64, 288, False, False), (7, 200, 300, True, True), (33, 136, 201, True, False),
+                    (33, 136, 384, False, True)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("m,n,k,padded,column_major", BLOCKSCALE_CASES)
+def test_persistent_blockscale_matches_float64(seed, config, launches, fmt, m, n, k, padded, column_major):
+    use_persistent_blockscale(config)
+    a, w = operand(m, k, fmt, padded, scale=2.0), operand(n, k, fmt, padded)
+    assert tg.tma_reason(a, w) is None
+    sa, sw, sa_full, sw_full = block_scales(m, n, k, column_major)
+    for out_dtype in (torch.bfloat16, torch.float16, torch.float32):
+        out = rocm_accel_ops.gemm_a8w8_blockscale(a, w, sa, sw, out_dtype=out_dtype, backend="triton")
+        assert out.shape == (m, n) and out.dtype == out_dtype
+        assert_matches(out, a, w, sa_full, sw_full, None, f"persistent blockscale {fmt} {out_dtype} "
+                       f"padded={padded} cm={column_major}")
+    # float32 out: the tiled kernel (as for gemm_a8w8)
+    assert len(launches["bs_persistent"]) == 2 and len(launches["bs_tiled"]) == 1, launches
+    tiles = -(-m // 16) * -(-n // 64)
+    assert launches["bs_persistent"][0] == (min(tg._sm_count(a.device), tiles),)
+
+
+def test_persistent_blockscale_loops_over_more_tiles_than_programs(seed, config, launches):
+    """33 x 136 in 16 x 64 tiles is 9 tiles for 4 programs; the output starts as NaN."""
+    use_persistent_blockscale(config)
+    m, n, k = 33, 136, 256
+    a, w = operand(m, k, torch.float8_e4m3fn, False, 2.0), operand(n, k, torch.float8_e4m3fn, False)
+    sa, sw, sa_full, sw_full = block_scales(m, n, k, False)
+    out = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
+    tg.gemm_a8w8_blockscale(out, a, w, sa, sw)
+    assert launches["bs_persistent"] == [(4,)]
+    assert_matches(out, a, w, sa_full, sw_full, None, "persistent blockscale, 9 tiles on 4 programs")
+
+
+def test_persistent_blockscale_falls_back_to_tiled_when_tma_cannot_take_it(seed, config, launches):
+    use_persistent_blockscale(config)
+    m, n, k = 7, 64, 200  # 200-byte rows: not a multiple of 16
+    a, w = operand(m, k, torch.float8_e4m3fn, False, 2.0), operand(n, k, torch.float8_e4m3fn, False)
+    assert tg.tma_reason(a, w) == "a's row stride (200 elements) is not a multiple of 16 bytes"
+    sa, sw, sa_full, sw_full = block_scales(m, n, k, True)
+    out = rocm_accel_ops.gemm_a8w8_blockscale(a, w, sa, sw, backend="triton")
+    assert_matches(out, a, w, sa_full, sw_full, None, "blockscale fallback")
+    assert not launches["bs_persistent"] and launches["bs_tiled"] == [(1,)]  # the same 16 x 64 tiles
+
+
+@pytest.mark.parametrize("edit,match", [
+    (dict(kernel="persistent", BLOCK_N=256), "BLOCK_N must divide 128"),
+    (dict(kernel="persistent", BLOCK_M=512), "at most 256 per edge"),
+    (dict(kernel="stream_k"), r"kernel must be one of \('tiled', 'persistent'\)"),
+    (dict(BLOCK_K=64), "BLOCK_K must be 128"),
+])
+def test_blockscale_rules_the_kernels_cannot_serve_are_refused(config, edit, match):
+    config["interpret"]["gemm_a8w8_blockscale"]["rules"][0].update(edit)
+    with pytest.raises(ValueError, match=match):
+        tg.blockscale_kernel(torch.device("cpu"), 1, 48, 512)
+
+
+def test_shipped_configs_select_the_persistent_blockscale_kernel_on_cuda_only(monkeypatch):
+    """The H200 sweeps (tune_gemm.py --kernels blockscale_persistent): from 1024 rows, and from 129
+    rows where K >= 8192; tiled below, and everywhere on rocm and the interpreter."""
+    with open(os.path.join(config_data.CONFIG_DIR, "gemm.json")) as f:
+        shipped = json.load(f)
+    for family in ("rocm", "interpret"):
+        for rule in shipped[family]["gemm_a8w8_blockscale"]["rules"]:
+            assert rule.get("kernel", "tiled") == "tiled", (family, rule)
+    assert tg.blockscale_kernel(torch.device("cpu"), 8192, 4096, 4096) == "tiled"
+    cuda = torch.device("cuda", 0)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # cuda's section, not the interpreter's
+    tg.clear_caches()
+    try:
+        for m, n, k in [(1, 4096, 4096), (16, 14336, 4096), (128, 4096, 14336), (256, 4096, 4096),
+                        (1023, 14336, 4096)]:
+            assert tg.blockscale_kernel(cuda, m, n, k) == "tiled", (m, n, k)
+        for m, n, k in [(129, 4096, 14336), (512, 4096, 14336), (1024, 4096, 4096), (2048, 14336, 4096),
+                        (8192, 4096, 14336)]:
+            assert tg.blockscale_kernel(cuda, m, n, k) == "persistent", (m, n, k)
+        assert tg.blockscale_params(cuda, 256, 4096, 14336)[:2] == (64, 128)
+        assert tg.blockscale_params(cuda, 4096, 4096, 4096)[:2] == (128, 128)
+    finally:
+        monkeypatch.undo()  # TRITON_INTERPRET back first: clear_caches re-reads it (the launchers' fast path)
+        tg.clear_caches()
+
+
+def test_blockscale_override_checks():
+    a, w = operand(4, 128, torch.float8_e4m3fn, False), operand(64, 128, torch.float8_e4m3fn, False)
+    out = torch.empty(4, 64, dtype=torch.bfloat16)
+    sa, sw = torch.ones(4, 1), torch.ones(1, 1)
+    with pytest.raises(ValueError, match="BLOCK_N must divide 128"):
+        tg.gemm_a8w8_blockscale(out, a, w, sa, sw, params=(16, 256, 128, 2, 4, 1), kernel="persistent")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        tg.gemm_a8w8_blockscale(out, a, w, sa, sw, kernel="persistant")

@@ -71,7 +71,8 @@ def test_gemm_a8w8_matches_float64(seed, backend, m, n, k):
 
 @pytest.mark.parametrize("backend", ["triton", "torch", None])
 @pytest.mark.parametrize("m,n,k", [(1, 4096, 4096), (16, 14336, 4096), (129, 384, 1000), (2048, 4096, 4096),
-                                   (4099, 256, 7168)])
+                                   (4099, 256, 7168), (300, 512, 8320), (1500, 384, 7008),
+                                   (256, 384, 1152)])
 @pytest.mark.parametrize("column_major", [False, True])
 def test_blockscale_matches_float64(seed, backend, m, n, k, column_major):
     fmt = fp8.fp8_dtype(torch.device("cuda"))
@@ -135,3 +136,18 @@ def test_large_m_takes_the_persistent_kernel_on_hopper():
     assert tg.gemm_kernel(a.device, 1500, 2048, 4000) == "persistent"
     a, w = _operands(4100, 256, 1000, fmt)
     assert tg.tma_reason(a, w) is not None
+
+
+def test_blockscale_takes_the_persistent_kernel_on_hopper():
+    """What the blockscale float64 test runs on the persistent TMA kernel: M = 2048 and 4099, M = 300
+    with K = 8320 (the K >= 8192 rule), M = 1500 with a K tail (7008 = 54 x 128 + 96, zero-filled
+    by TMA); M = 129 with K = 1000 is tiled (the rule, and a row of 1000 bytes TMA cannot take)."""
+    if torch.cuda.get_device_capability() < (9, 0) or torch.version.hip:
+        pytest.skip("the persistent kernel is shipped for NVIDIA Hopper and newer")
+    from vllm_rocm_accel.backends.triton import gemm as tg
+
+    dev = torch.device("cuda")
+    for m, n, k in [(2048, 4096, 4096), (4099, 256, 7168), (300, 512, 8320), (1500, 384, 7008)]:
+        assert tg.blockscale_kernel(dev, m, n, k) == "persistent", (m, n, k)
+        assert tg.tma_reason(*_operands(m, n, k, fp8.fp8_dtype(dev))) is None
+    assert tg.blockscale_kernel(dev, 129, 384, 1000) == "tiled"

@@ -24,6 +24,9 @@ edge, the TMA box limit). The persistent kernel needs what TMA needs (:func:`tma
 a Hopper-or-later NVIDIA GPU (or the interpreter), Triton's host-side tensor descriptors,
 16-byte aligned data pointers and row strides of ``a`` and ``w`` and unit K stride; a call
 that misses any of it runs the tiled kernel with the same tiles, warps and stages.
+gemm_a8w8_blockscale's rules take ``"kernel"`` too: ``"persistent"`` is
+:func:`~vllm_rocm_accel.kernels.triton.gemm.gemm_a8w8_blockscale_persistent_kernel`, with the
+same TMA needs and fallback, and BLOCK_N dividing 128 (one W block a tile).
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ _BLOCKSCALE = FastLauncher(_k.gemm_a8w8_blockscale_kernel)
 # shape ("tensordesc<fp8e4nv[128, 128]>"), FastLauncher's key sees a descriptor only by its type,
 # and the block shape is in the constexprs.
 _PERSISTENT = {fmt: FastLauncher(_k.gemm_a8w8_persistent_kernel) for fmt in fp8.FP8_DTYPES}
-_LAUNCHERS = (_GEMM, _EPILOGUE, _BLOCKSCALE, *_PERSISTENT.values())
+_BLOCKSCALE_PERSISTENT = {fmt: FastLauncher(_k.gemm_a8w8_blockscale_persistent_kernel) for fmt in fp8.FP8_DTYPES}
+_LAUNCHERS = (_GEMM, _EPILOGUE, _BLOCKSCALE, *_PERSISTENT.values(), *_BLOCKSCALE_PERSISTENT.values())
 KERNELS = ("tiled", "persistent")
 _I32 = 2**31
 _PARAMS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
@@ -127,23 +131,45 @@ def _check_tma_tiles(bm: int, bn: int, bk: int, source: str) -> None:
                          f">= 16 (TMA boxes), got BLOCK_M={bm}, BLOCK_N={bn}, BLOCK_K={bk}")
 
 
+def _check_blockscale_tiles(params: tuple, kernel: str, source: str) -> None:
+    bn, bk = params[1], params[2]
+    if bk != BLOCK or not (bn % BLOCK == 0 or BLOCK % bn == 0):
+        raise ValueError(f"{source}: blockscale BLOCK_K must be {BLOCK} and BLOCK_N divide or be a multiple of it, "
+                         f"got BLOCK_N={bn}, BLOCK_K={bk}")
+    if kernel == "persistent":
+        _check_tma_tiles(*params[:3], source=source)
+        if BLOCK % bn:
+            raise ValueError(f"{source}: the persistent blockscale kernel's BLOCK_N must divide {BLOCK} (one W "
+                             f"block a tile), got {bn}")
+
+
 @functools.lru_cache(maxsize=4096)
-def blockscale_params(device: torch.device, m: int, n: int, k: int) -> tuple:
-    """(BLOCK_M, BLOCK_N, BLOCK_K = 128, GROUP_M, num_warps, num_stages) for an (M, N, K) call."""
+def _blockscale_choice(device: torch.device, m: int, n: int, k: int) -> tuple[tuple, str]:
     rules = _section(device.type, "gemm_a8w8_blockscale")["rules"]
     rule = next((r for r in rules if _admits(r, m, n, k)), rules[-1])
+    kernel = rule.get("kernel", "tiled")
+    if kernel not in KERNELS:
+        raise ValueError(f"gemm.json: a blockscale rule's kernel must be one of {KERNELS}, got {rule}")
     params = tuple(int(rule[p]) for p in _PARAMS)
-    if params[2] != BLOCK or not (params[1] % BLOCK == 0 or BLOCK % params[1] == 0):
-        raise ValueError(f"gemm.json: blockscale BLOCK_K must be {BLOCK} and BLOCK_N divide or be a multiple of it, "
-                         f"got {rule}")
-    return params
+    _check_blockscale_tiles(params, kernel, source=f"gemm.json: {rule}")
+    return params, kernel
+
+
+def blockscale_params(device: torch.device, m: int, n: int, k: int) -> tuple:
+    """(BLOCK_M, BLOCK_N, BLOCK_K = 128, GROUP_M, num_warps, num_stages) for an (M, N, K) call."""
+    return _blockscale_choice(device, m, n, k)[0]
+
+
+def blockscale_kernel(device: torch.device, m: int, n: int, k: int) -> str:
+    """The blockscale kernel the config's rule for an (M, N, K) call names: one of :data:`KERNELS`."""
+    return _blockscale_choice(device, m, n, k)[1]
 
 
 def clear_caches() -> None:
     """Forget the loaded config and every cached launch choice (for tests and retuning)."""
     _config.cache_clear()
     _gemm_choice.cache_clear()
-    blockscale_params.cache_clear()
+    _blockscale_choice.cache_clear()
     _promote_every.cache_clear()
     for launcher in _LAUNCHERS:
         launcher.clear()
@@ -253,14 +279,33 @@ def gemm_a8w8(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torc
 
 
 def gemm_a8w8_blockscale(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torch.Tensor,
-                         w_scale: torch.Tensor, params: Optional[tuple] = None) -> None:
+                         w_scale: torch.Tensor, params: Optional[tuple] = None, kernel: Optional[str] = None) -> None:
     """``out <- sum over K blocks of (a_blk @ w_blk.T) * a_scale[:, kb] * w_scale[n // 128, kb]``;
-    ``params`` overrides the config's (BLOCK_M, BLOCK_N, 128, GROUP_M, num_warps, num_stages)."""
+    ``params`` overrides the config's (BLOCK_M, BLOCK_N, 128, GROUP_M, num_warps, num_stages) and
+    ``kernel`` its kernel (for tuning). ``"persistent"`` (TMA) runs the tiled kernel with the same
+    params where :func:`tma_reason` says no or ``out`` is float32, as for gemm_a8w8."""
     m, k = a.shape
     n = w.shape[0]
-    bm, bn, bk, gm, warps, stages = params or blockscale_params(a.device, m, n, k)
-    idx64 = _idx64(m * a.stride(0), n * w.stride(0), m * out.stride(0))
+    chosen_params, chosen_kernel = _blockscale_choice(a.device, m, n, k)
+    bm, bn, bk, gm, warps, stages = params or chosen_params
+    kernel = kernel or chosen_kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     tiles = -(-m // bm) * -(-n // bn)
+    if kernel == "persistent":
+        _check_blockscale_tiles((bm, bn, bk), kernel, source="gemm_a8w8_blockscale params")
+        if tma_reason(a, w) is None and out.element_size() <= 2:
+            a_desc = tma.TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk])
+            w_desc = tma.TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk])
+            # constexprs: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, IDX64
+            _BLOCKSCALE_PERSISTENT[a.dtype].launch(
+                (min(_sm_count(a.device), tiles),),
+                (a_desc, w_desc, out, a_scale, w_scale, m, n, k, out.stride(0), a_scale.stride(0), a_scale.stride(1),
+                 w_scale.stride(0), w_scale.stride(1)),
+                (bm, bn, bk, gm, _idx64(m * out.stride(0), m * a_scale.stride(0))),
+                warps, stages)
+            return
+    idx64 = _idx64(m * a.stride(0), n * w.stride(0), m * out.stride(0))
     # constexprs: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, EVEN_K, IDX64
     _BLOCKSCALE.launch((tiles,), (a, w, out, a_scale, w_scale, m, n, k, a.stride(0), w.stride(0), out.stride(0),
                                   a_scale.stride(0), a_scale.stride(1), w_scale.stride(0), w_scale.stride(1)),

@@ -29,6 +29,8 @@ K step (EVEN_K off); stores are masked.
   blocks, so each K step's partial product is scaled by ``a_scale[m, kb]`` and
   ``w_scale[n // 128, kb]`` before it is added: the scales vary along K and cannot wait for
   the end.
+* :func:`gemm_a8w8_blockscale_persistent_kernel`: the same, on TMA descriptors and persistent
+  programs as :func:`gemm_a8w8_persistent_kernel` (tiles of at most 128 columns).
 """
 
 import triton
@@ -254,3 +256,42 @@ def gemm_a8w8_blockscale_kernel(
     mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     om = offs_m.to(tl.int64) if IDX64 else offs_m
     tl.store(out_ptr + om[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def gemm_a8w8_blockscale_persistent_kernel(
+    a_desc, w_desc, out_ptr, a_scale_ptr, w_scale_ptr,
+    M, N, K, stride_om,
+    stride_sa_m, stride_sa_k, stride_sw_n, stride_sw_k,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    IDX64: tl.constexpr,
+):
+    """:func:`gemm_a8w8_blockscale_kernel` as a persistent kernel fed by TMA (the descriptors and
+    the tile walk of :func:`gemm_a8w8_persistent_kernel`). BLOCK_K is the scale block (128) and
+    BLOCK_N divides it, so a tile lies in one W block and each K block's dot enters the
+    accumulator through one FFMA with the row factors ``a_scale[m, kb] * w_scale[n // 128, kb]``.
+    TMA zero-fills a K tail, so no load is masked; the scale loads are masked by row only."""
+    num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=True):
+        pid_m, pid_n = _tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        offs_m = off_m + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < M
+        rm = offs_m.to(tl.int64) if IDX64 else offs_m
+        sa_ptrs = a_scale_ptr + rm * stride_sa_m
+        sw_ptr = w_scale_ptr + (off_n // BLOCK_K) * stride_sw_n
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kb in range(k_tiles):
+            a = a_desc.load([off_m, kb * BLOCK_K])
+            b = w_desc.load([off_n, kb * BLOCK_K])
+            sa = tl.load(sa_ptrs + kb * stride_sa_k, mask=mask_m, other=0.0)
+            sw = tl.load(sw_ptr + kb * stride_sw_k)
+            acc = tl.fma(tl.dot(a, b.T), (sa * sw)[:, None], acc)
+        offs_n = off_n + tl.arange(0, BLOCK_N)
+        mask = mask_m[:, None] & (offs_n < N)[None, :]
+        tl.store(out_ptr + rm[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
