@@ -173,6 +173,17 @@ def _checked_time(fn, out, ref, bound, label: str) -> float:
     return _time(fn)
 
 
+def _persistent_inputs(op: str, m: int, n: int, k: int, fmt):
+    """bench_gemm.py's operands and scales of ``op`` and a bf16 out; says so when TMA cannot take
+    them (the persistent kernels would fall back to the tiled ones)."""
+    a, w, sa, sw = _inputs(op, m, n, k, fmt)
+    why = tg.tma_reason(a, w)
+    if why:
+        print(f"{op} M={m} N={n} K={k}: the persistent kernel cannot run here ({why}); it would fall back to the "
+              f"tiled kernel")
+    return a, w, sa, sw, torch.empty(m, n, dtype=torch.bfloat16, device=a.device)
+
+
 def tune_persistent(ms, nks, quick: bool, device: str = "cuda"):
     """The persistent TMA kernel's sweep (see the module docstring); returns {config: {shape: us}}."""
     dev = torch.device(device)
@@ -184,12 +195,7 @@ def tune_persistent(ms, nks, quick: bool, device: str = "cuda"):
     summary = []
     for n, k in nks:
         for m in ms:
-            a, w, sa, sw = _inputs("a8w8_rowwise", m, n, k, fmt)
-            why = tg.tma_reason(a, w)
-            if why:
-                print(f"a8w8_persistent M={m} N={n} K={k}: the persistent kernel cannot run here ({why}); it would "
-                      f"fall back to the tiled kernel")
-            out = torch.empty(m, n, dtype=torch.bfloat16, device=dev)
+            a, w, sa, sw, out = _persistent_inputs("a8w8_rowwise", m, n, k, fmt)
             ref = torch_gemm._scaled_mm(a, w, sa, sw, "token", "channel", None, torch.bfloat16)
             bound = (a.float().abs() * sa) @ (w.float().abs() * sw).t()
             res = {}
@@ -237,11 +243,7 @@ def tune_blockscale_persistent(ms, nks, device: str = "cuda"):
     summary = []
     for n, k in nks:
         for m in ms:
-            a, w, sa, sw = _inputs("blockscale", m, n, k, fmt)
-            why = tg.tma_reason(a, w)
-            if why:
-                print(f"blockscale_persistent M={m} N={n} K={k}: cannot run here ({why})")
-            out = torch.empty(m, n, dtype=torch.bfloat16, device=dev)
+            a, w, sa, sw, out = _persistent_inputs("blockscale", m, n, k, fmt)
             shipped = tg.blockscale_params(dev, m, n, k)
             ref = torch.empty_like(out)
             tg.gemm_a8w8_blockscale(ref, a, w, sa, sw, params=shipped, kernel="tiled")
