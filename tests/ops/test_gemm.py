@@ -229,7 +229,8 @@ def test_auto_takes_cublas_blockwise_only_where_it_sums_right(seed, monkeypatch)
     multiple of 4 (benchmarks/results/exp_blockwise_ld_h200_s10.log). With the cuda policy and an
     sm90 GPU simulated (the cuBLAS call stubbed by the float32 fallback, recorded), M = 100 goes
     to cuBLAS at K = 512 (4 blocks) only: at K = 640 (5 blocks) and with a float16 out auto takes
-    Triton, and the torch backend named explicitly takes its float32 fallback."""
+    Triton, and the torch backend named explicitly takes its float32 fallback. M = 16 takes Triton
+    at K = 512 and cuBLAS at K = 8192 (the policy's measured small-M, long-K rule)."""
     from vllm_rocm_accel import policy
     from vllm_rocm_accel.ops import gemm as ops_gemm
 
@@ -244,17 +245,20 @@ def test_auto_takes_cublas_blockwise_only_where_it_sums_right(seed, monkeypatch)
     monkeypatch.setattr(policy, "family_of", lambda device: "cuda")
     ops_gemm.BLOCKSCALE.clear_caches()
     try:
-        m, n = 100, 128
-        for k, out_dtype, backend, want in [(512, torch.bfloat16, "auto", "torch"), (640, torch.bfloat16, "auto", "triton"),
-                                            (512, torch.float16, "auto", "triton"),
-                                            (640, torch.bfloat16, "torch", "torch")]:
+        n = 128
+        for m, k, out_dtype, backend, want in [(100, 512, torch.bfloat16, "auto", "torch"),
+                                               (100, 640, torch.bfloat16, "auto", "triton"),
+                                               (100, 512, torch.float16, "auto", "triton"),
+                                               (100, 640, torch.bfloat16, "torch", "torch"),
+                                               (16, 512, torch.bfloat16, "auto", "triton"),  # small M: triton
+                                               (16, 8192, torch.bfloat16, "auto", "torch")]:  # ... unless K >= 8192
             a, w = _operands(m, n, k, torch.float8_e4m3fn)
             sa, sw = torch.rand(m, blocks(k)) + 0.25, torch.rand(blocks(n), blocks(k)) + 0.25
             cublas.clear()
             rocm_accel_ops.reset_call_counts()
             out = rocm_accel_ops.gemm_a8w8_blockscale(a, w, sa, sw, out_dtype=out_dtype, backend=backend)
             assert rocm_accel_ops.call_counts() == {("gemm_a8w8_blockscale", want): 1}, (k, out_dtype, backend)
-            assert cublas == ([(n, k)] if k == 512 and want == "torch" else []), (k, out_dtype, backend)
+            assert cublas == ([(n, k)] if k in (512, 8192) and want == "torch" else []), (k, out_dtype, backend)
             _assert_matches(out, a, w, *torch_gemm.expand_block_scales(sa.double(), sw.double(), m, n, k), None,
                             f"K = {k} {out_dtype} {backend}")
         a, w = _operands(4, n, 640, torch.float8_e4m3fn)
