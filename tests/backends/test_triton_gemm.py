@@ -27,6 +27,7 @@ import torch
 
 from helpers import edited_config, interpreter_only
 from vllm_rocm_accel import fp8, rocm_accel_ops
+from vllm_rocm_accel.backends.torch import gemm as torch_gemm
 from vllm_rocm_accel.backends.triton import config_data
 from vllm_rocm_accel.backends.triton import gemm as tg
 
@@ -256,8 +257,6 @@ def use_persistent_blockscale(cfg: dict) -> None:
 def block_scales(m: int, n: int, k: int, column_major: bool):
     """(a_scale (M, K/128), w_scale (N/128, K/128)) as the op takes them, and their float64
     per-element broadcasts."""
-    from vllm_rocm_accel.backends.torch import gemm as torch_gemm
-
     kb, nb = -(-k // 128), -(-n // 128)
     sa = torch.rand(m, kb) + 0.25
     if column_major:

@@ -228,6 +228,18 @@ def _scale_stride(t: torch.Tensor) -> int:
     return t.stride(0) if t.dim() else 0
 
 
+def _persistent_descriptors(a: torch.Tensor, w: torch.Tensor, out: torch.Tensor, bm: int, bn: int, bk: int):
+    """TMA descriptors of ``a`` ([bm, bk] blocks) and ``w`` ([bn, bk]) for a persistent kernel, or
+    None where the tiled kernel takes the call: :func:`tma_reason` says no, or ``out`` is float32
+    (it doubles the epilogue's shared-memory tile: 128 x 256 x 4 B with 3 stages of operands is
+    272 KB > the H200's 227 KB, measured)."""
+    if tma_reason(a, w) is not None or out.element_size() > 2:
+        return None
+    (m, k), n = a.shape, w.shape[0]
+    return (tma.TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk]),
+            tma.TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk]))
+
+
 def gemm_a8w8(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.Tensor,
               a_kind: str, w_kind: str, bias: Optional[torch.Tensor], params: Optional[tuple] = None,
               kernel: Optional[str] = None) -> None:
@@ -252,11 +264,9 @@ def gemm_a8w8(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_scale: torc
         if split != 1:
             raise ValueError(f"the persistent gemm_a8w8 kernel takes no split-K, got SPLIT_K={split}")
         _check_tma_tiles(bm, bn, bk, source="gemm_a8w8 params")
-        # a float32 out doubles the epilogue's shared-memory tile (128 x 256 x 4 B with 3 stages of
-        # operands: 272 KB > the H200's 227 KB, measured): the tiled kernel takes it
-        if tma_reason(a, w) is None and out.element_size() <= 2:
-            a_desc = tma.TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk])
-            w_desc = tma.TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk])
+        descs = _persistent_descriptors(a, w, out, bm, bn, bk)
+        if descs is not None:
+            a_desc, w_desc = descs
             # constexprs: HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, IDX64, PROMOTE
             _PERSISTENT[a.dtype].launch((min(_sm_count(a.device), tiles),),
                                         (a_desc, w_desc, out, a_scale, sa_stride, w_scale, sw_stride, bias_arg, m, n,
@@ -293,10 +303,11 @@ def gemm_a8w8_blockscale(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, a_
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     tiles = -(-m // bm) * -(-n // bn)
     if kernel == "persistent":
-        _check_blockscale_tiles((bm, bn, bk), kernel, source="gemm_a8w8_blockscale params")
-        if tma_reason(a, w) is None and out.element_size() <= 2:
-            a_desc = tma.TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk])
-            w_desc = tma.TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk])
+        if params is not None or kernel != chosen_kernel:  # the config's own choice was checked when read
+            _check_blockscale_tiles((bm, bn, bk), kernel, source="gemm_a8w8_blockscale params")
+        descs = _persistent_descriptors(a, w, out, bm, bn, bk)
+        if descs is not None:
+            a_desc, w_desc = descs
             # constexprs: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, IDX64
             _BLOCKSCALE_PERSISTENT[a.dtype].launch(
                 (min(_sm_count(a.device), tiles),),
