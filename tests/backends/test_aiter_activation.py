@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from aiter_model import model, model_activation, wheel
+from aiter_model.simulated_rocm import simulate_rocm
 from helpers import assert_close_verbose
-from vllm_rocm_accel import platform, policy, settings
+from vllm_rocm_accel import policy, settings
 from vllm_rocm_accel.backends.aiter import activation as aiter_act
 from vllm_rocm_accel.inputs_activation import act_and_mul_inputs
 from vllm_rocm_accel.ops import activation as ops_act
@@ -192,16 +193,6 @@ def test_supports_args_admits_only_what_the_kernel_contract_allows(fake_aiter, s
 # ----------------------------------------------------------------------------
 # 5. The gate: the master flag alone
 # ----------------------------------------------------------------------------
-AITER_FLAGS = [settings.MASTER_FLAG] + [f.flag for f in settings.FEATURES] + list(settings.RENAMED_FLAGS)
-AMD_AITER = platform.AiterInstall(True, True, "/opt/aiter", "amd-aiter", wheel.AITER_VERSION, "AMD aiter at /opt/aiter")
-
-
-def _const(value):
-    def fake(*args, **kwargs):
-        return value
-
-    fake.cache_clear = lambda: None
-    return fake
 
 
 @pytest.fixture
@@ -209,13 +200,7 @@ def simulate():
     with pytest.MonkeyPatch.context() as mp:
 
         def apply(arch="gfx942", **env):
-            mp.setattr(platform, "platform_kind", _const("rocm"))
-            mp.setattr(platform, "device_arch", _const(arch))
-            mp.setattr(platform, "aiter_install", _const(AMD_AITER))
-            for name in AITER_FLAGS:
-                mp.delenv(name, raising=False)
-            for name, value in env.items():
-                mp.setenv(name, value)
+            simulate_rocm(mp, arch, **env)
             settings.refresh()
 
         yield apply

@@ -27,8 +27,9 @@ import pytest
 import torch
 
 from aiter_model import model, model_fused_quant, model_quant, wheel
+from aiter_model.simulated_rocm import simulate_rocm
 from helpers import assert_close_verbose
-from vllm_rocm_accel import fp8, platform, settings
+from vllm_rocm_accel import fp8, settings
 from vllm_rocm_accel.backends.aiter import fused_quant as aiter_fq
 from vllm_rocm_accel.backends.torch import fused_quant as torch_fq
 from vllm_rocm_accel.inputs import norm_inputs
@@ -367,17 +368,6 @@ def test_supports_args_admits_only_what_the_kernel_contract_allows(fake_aiter, s
 # ----------------------------------------------------------------------------
 # 5. The gate, the SiLU op's refusal, lazy import
 # ----------------------------------------------------------------------------
-AITER_FLAGS = [settings.MASTER_FLAG] + [f.flag for f in settings.FEATURES] + list(settings.RENAMED_FLAGS)
-AMD_AITER = platform.AiterInstall(True, True, "/opt/venv/site-packages/aiter", "amd-aiter", wheel.AITER_VERSION,
-                                  "AMD aiter (amd-aiter) at /opt/venv/site-packages/aiter")
-
-
-def _const(value):
-    def fake(*args, **kwargs):
-        return value
-
-    fake.cache_clear = lambda: None  # platform.clear_caches() (run by settings.refresh) calls it
-    return fake
 
 
 @pytest.fixture
@@ -386,13 +376,7 @@ def simulate():
     with pytest.MonkeyPatch.context() as mp:
 
         def apply(arch="gfx942", **env):
-            mp.setattr(platform, "platform_kind", _const("rocm"))
-            mp.setattr(platform, "device_arch", _const(arch))
-            mp.setattr(platform, "aiter_install", _const(AMD_AITER))
-            for name in AITER_FLAGS:
-                mp.delenv(name, raising=False)
-            for name, value in env.items():
-                mp.setenv(name, value)
+            simulate_rocm(mp, arch, **env)
             settings.refresh()
 
         yield apply

@@ -31,6 +31,7 @@ import pytest
 import torch
 
 from aiter_model import model, model_gemm, wheel
+from aiter_model.simulated_rocm import simulate_rocm
 from vllm_rocm_accel import fp8, platform, policy, rocm_accel_ops, settings
 from vllm_rocm_accel.backends.aiter import gemm as aiter_gemm
 from vllm_rocm_accel.backends.torch import gemm as torch_gemm
@@ -101,18 +102,7 @@ def full_scales(sa, sw, a_kind, w_kind, m, n):
 # ----------------------------------------------------------------------------
 # The simulated platform
 # ----------------------------------------------------------------------------
-AMD_AITER = platform.AiterInstall(True, True, "/opt/venv/site-packages/aiter", "amd-aiter", wheel.AITER_VERSION,
-                                  "AMD aiter (amd-aiter) at /opt/venv/site-packages/aiter")
-AITER_FLAGS = [settings.MASTER_FLAG] + [f.flag for f in settings.FEATURES] + list(settings.RENAMED_FLAGS)
 REAL_GATE = ops_gemm._aiter_gate
-
-
-def _const(value):
-    def fake(*args, **kwargs):
-        return value
-
-    fake.cache_clear = lambda: None
-    return fake
 
 
 def _triton_off(device):
@@ -128,19 +118,12 @@ def on_rocm(fake_aiter):
     with pytest.MonkeyPatch.context() as mp:
 
         def apply(arch="gfx942", **env):
-            mp.setattr(platform, "platform_kind", _const("rocm"))
-            mp.setattr(platform, "device_arch", _const(arch))
-            mp.setattr(platform, "aiter_install", _const(AMD_AITER))
+            simulate_rocm(mp, arch, **{"VLLM_ROCM_USE_AITER": "1", **env})
             mp.setattr(platform, "triton_unavailable_reason", _triton_off)
             mp.setattr(ops_gemm, "_aiter_gate", lambda device: REAL_GATE(torch.device("cuda", 0)))
             mp.setattr(aiter_gemm, "_device_arch", lambda device: arch)
             mp.setattr(policy, "family_of", lambda device: "rocm_gfx9")
             mp.setattr(model_gemm, "TORCH_FP8", aiter_gemm.kernel_fp8_dtype(arch))
-            for name in AITER_FLAGS:
-                mp.delenv(name, raising=False)
-            mp.setenv("VLLM_ROCM_USE_AITER", "1")
-            for name, value in env.items():
-                mp.setenv(name, value)
             settings.refresh()
             rocm_accel_ops.reset_call_counts()
             fake_aiter.CALLS.clear()

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from aiter_model import model, wheel
+from aiter_model.simulated_rocm import AMD_AITER, const, simulate_rocm
 from helpers import assert_close_verbose
 from vllm_rocm_accel import platform, settings
 from vllm_rocm_accel.backends.aiter import norm as aiter_norm
@@ -474,24 +475,11 @@ def test_supports_args_refuses_a_weight_the_kernel_would_misread(make_weight):
 # ----------------------------------------------------------------------------
 # 5. The gate
 # ----------------------------------------------------------------------------
-AITER_FLAGS = [settings.MASTER_FLAG] + [f.flag for f in settings.FEATURES] + list(settings.RENAMED_FLAGS)
-AMD_AITER = platform.AiterInstall(
-    True, True, "/opt/venv/site-packages/aiter", "amd-aiter", wheel.AITER_VERSION,
-    "AMD aiter (amd-aiter) at /opt/venv/site-packages/aiter",
-)
 PYPI_AITER = platform.AiterInstall(
     True, False, "/opt/venv/site-packages/aiter", "aiter", "0.13",
     "the aiter at /opt/venv/site-packages/aiter (aiter) is not AMD's AITER "
     "(PyPI's 'aiter' is an async-iterator library; install amd-aiter)",
 )
-
-
-def _const(value):
-    def fake(*args, **kwargs):
-        return value
-
-    fake.cache_clear = lambda: None  # platform.clear_caches() (run by settings.refresh) calls it
-    return fake
 
 
 @pytest.fixture
@@ -500,13 +488,7 @@ def simulate():
     with pytest.MonkeyPatch.context() as mp:
 
         def apply(kind="rocm", arch="gfx942", install=AMD_AITER, **env):
-            mp.setattr(platform, "platform_kind", _const(kind))
-            mp.setattr(platform, "device_arch", _const(arch))
-            mp.setattr(platform, "aiter_install", _const(install))
-            for name in AITER_FLAGS:
-                mp.delenv(name, raising=False)
-            for name, value in env.items():
-                mp.setenv(name, value)
+            simulate_rocm(mp, arch, kind, install, **env)
             settings.refresh()
 
         yield apply
@@ -600,7 +582,7 @@ def test_device_arch_reads_gcn_arch_name():
         return SimpleNamespace(gcnArchName=archs[index], major=9, minor=4, name="AMD Instinct")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(platform, "platform_kind", _const("rocm"))
+        mp.setattr(platform, "platform_kind", const("rocm"))
         mp.setattr(torch.cuda, "get_device_properties", props)
         platform.clear_caches()
         assert platform.device_arch(0) == "gfx942"

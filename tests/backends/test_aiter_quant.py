@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from aiter_model import model, model_quant, wheel
+from aiter_model.simulated_rocm import simulate_rocm
 from helpers import assert_close_verbose
 from vllm_rocm_accel import fp8, platform, rocm_accel_ops, settings
 from vllm_rocm_accel.backends.aiter import quant as aiter_quant
@@ -486,33 +487,17 @@ def test_supports_args_admits_only_what_the_kernel_contract_allows(fake_aiter, s
             assert_dequant_within_ulp(q, s.repeat_interleave(g, -1), q_ref, s_ref.repeat_interleave(g, -1), fmt)
 
 
-def _const(value):
-    def fake(*args, **kwargs):
-        return value
-
-    fake.cache_clear = lambda: None  # platform.clear_caches() (run by settings.refresh) calls it
-    return fake
-
-
-AMD_AITER = platform.AiterInstall(True, True, "/opt/venv/site-packages/aiter", "amd-aiter", wheel.AITER_VERSION,
-                                  "AMD aiter (amd-aiter) at /opt/venv/site-packages/aiter")
-
-
 @pytest.mark.parametrize("op", ["per_tensor_quant", "per_token_quant", "per_token_group_quant"])
 def test_a_cached_choice_is_not_reused_past_aiters_32_bit_limit(fake_aiter, seed, monkeypatch, op):
     """The facade caches its backend choice per call signature, the token count bracketed; with
-    aiter's element limit lowered to just past 6 x 256, 6 tokens go to aiter and 7 tokens (same
+    aiter's element limit lowered to exactly 6 x 256 (inclusive), 6 tokens go to aiter and 7 tokens (same
     bracket) must be refused, not sent to aiter from the cache. Tensors stay on the CPU; the
     platform reads as gfx942 with AMD's aiter and vLLM's flags on."""
-    monkeypatch.setattr(platform, "platform_kind", _const("rocm"))
-    monkeypatch.setattr(platform, "device_arch", _const("gfx942"))
-    monkeypatch.setattr(platform, "aiter_install", _const(AMD_AITER))
+    simulate_rocm(monkeypatch, "gfx942", VLLM_ROCM_USE_AITER="1")
     gate = ops_quant._aiter_gate
     monkeypatch.setattr(ops_quant, "_aiter_gate", lambda device: gate(torch.device("cuda", 0)))
     monkeypatch.setattr(aiter_quant, "_device_arch", lambda device: "gfx942")
     monkeypatch.setattr(model_quant, "TORCH_FP8", fp8.FNUZ)
-    monkeypatch.setenv("VLLM_ROCM_USE_AITER", "1")
-    monkeypatch.delenv("VLLM_ROCM_USE_AITER_LINEAR", raising=False)
     settings.refresh()
     try:
         small, large = quant_inputs((6,), 256, torch.bfloat16), quant_inputs((7,), 256, torch.bfloat16)
