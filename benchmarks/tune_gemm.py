@@ -129,8 +129,10 @@ def tune(kernel: str, ms, nks):
                 sa = torch.rand(m, blocks(k), device="cuda") + 0.5
                 sw = torch.rand(blocks(n), blocks(k), device="cuda") + 0.5
                 cands = blockscale_candidates(m)
-                default, default_kernel = tg.blockscale_params(a.device, m, n, k), None
-                run = lambda p, kern=None: tg.gemm_a8w8_blockscale(out, a, w, sa, sw, params=p)  # noqa: E731
+                default = tg.blockscale_params(a.device, m, n, k)
+                default_kernel = tg.blockscale_kernel(a.device, m, n, k)
+                run = lambda p, kern="tiled": tg.gemm_a8w8_blockscale(out, a, w, sa, sw, params=p,  # noqa: E731
+                                                                      kernel=kern)
             results = sorted((_time(lambda: run(c)), c) for c in cands)
             d = _time(lambda: run(default, default_kernel))
             flops = 2 * m * n * k
@@ -233,7 +235,7 @@ def tune_persistent(ms, nks, quick: bool, device: str = "cuda"):
 
 
 def tune_blockscale_persistent(ms, nks, device: str = "cuda"):
-    """The persistent TMA blockscale kernel against the shipped (tiled) config, cuBLAS block-wise
+    """The persistent TMA blockscale kernel against the shipped config (kernel and tiles), cuBLAS block-wise
     ``_scaled_mm`` and bf16 ``torch.mm``; every candidate checked against the shipped output first."""
     dev = torch.device(device)
     fmt = fp8.fp8_dtype(dev)
@@ -244,8 +246,8 @@ def tune_blockscale_persistent(ms, nks, device: str = "cuda"):
     for n, k in nks:
         for m in ms:
             a, w, sa, sw, out = _persistent_inputs("blockscale", m, n, k, fmt)
-            shipped = tg.blockscale_params(dev, m, n, k)
-            ref = torch.empty_like(out)
+            shipped, shipped_kernel = tg.blockscale_params(dev, m, n, k), tg.blockscale_kernel(dev, m, n, k)
+            ref = torch.empty_like(out)  # the tiled kernel with the shipped tiles: no persistent code in it
             tg.gemm_a8w8_blockscale(ref, a, w, sa, sw, params=shipped, kernel="tiled")
             sa_f, sw_f = torch_gemm.expand_block_scales(sa, sw, m, n, k)
             bound = (a.float().abs() * sa_f) @ (w.float().abs() * sw_f).t()
@@ -255,16 +257,17 @@ def tune_blockscale_persistent(ms, nks, device: str = "cuda"):
                 run = lambda: tg.gemm_a8w8_blockscale(out, a, w, sa, sw, params=c, kernel="persistent")  # noqa: E731
                 res[c] = table[c][(m, n, k)] = _checked_time(run, out, ref, bound, f"persistent {c}")
             del bound
-            t_shipped = _time(lambda: tg.gemm_a8w8_blockscale(out, a, w, sa, sw, params=shipped, kernel="tiled"))
+            t_shipped = _time(lambda: tg.gemm_a8w8_blockscale(out, a, w, sa, sw, params=shipped,
+                                                              kernel=shipped_kernel))
             ab, wb = a.to(torch.bfloat16), w.to(torch.bfloat16)
             t_cublas = (_time(lambda: torch_gemm._blockwise_scaled_mm(a, w, sa, sw, torch.bfloat16))
                         if torch_gemm.blockwise_scaled_mm_refusal(a, w) is None else float("nan"))
             t_bf16 = _time(lambda: torch.mm(ab, wb.t()))
             best_us, best = min((us, c) for c, us in res.items()) if res else (float("inf"), None)
-            line = (f"blockscale_persistent M={m} N={n} K={k}: best {best_us:.1f} us {best}; shipped tiled "
-                    f"{t_shipped:.1f} us {shipped}; scaled_mm {t_cublas:.1f}; bf16 {t_bf16:.1f} -> persistent "
-                    f"{t_bf16 / best_us:.3f}x bf16, {t_cublas / best_us:.3f}x scaled_mm, {t_shipped / best_us:.3f}x "
-                    f"shipped (shipped {t_bf16 / t_shipped:.3f}x bf16)")
+            line = (f"blockscale_persistent M={m} N={n} K={k}: best {best_us:.1f} us {best}; shipped "
+                    f"{shipped_kernel} {t_shipped:.1f} us {shipped}; scaled_mm {t_cublas:.1f}; bf16 {t_bf16:.1f} -> "
+                    f"persistent {t_bf16 / best_us:.3f}x bf16, {t_cublas / best_us:.3f}x scaled_mm, "
+                    f"{t_shipped / best_us:.3f}x shipped (shipped {t_bf16 / t_shipped:.3f}x bf16)")
             print(line, f"[{time.time() - t0:.0f} s]", flush=True)
             summary.append(line)
             del a, w, sa, sw, out, ref, ab, wb
